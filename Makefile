@@ -1,0 +1,134 @@
+# nodeops.stack - one-command toolchain.
+#   make demo   the lab (real podman systemd nodes) + site.yml against inventories/lab
+#   make test   the whole suite (lint, sanity, unit, integration, molecule)
+# Every target installs what it needs; nothing has to be set up by hand.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
+VENV := $(ROOT)/.venv
+BIN := $(VENV)/bin
+CACHE := $(ROOT)/.cache
+STAGES := $(ROOT)/scripts/stage.sh
+NODE_BIN := $(CACHE)/node/bin
+SAMPLE_APP := $(ROOT)/tests/support/sample_app
+MOLECULE_SCENARIOS ?= $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard $(ROOT)/molecule/*/molecule.yml))))
+PYTEST_ARGS ?=
+
+export CONTAINERS_CONF := $(ROOT)/lab/containers.conf
+export ANSIBLE_CONFIG := $(ROOT)/ansible.cfg
+export ANSIBLE_COLLECTIONS_PATH := $(CACHE)/collections
+export PATH := $(BIN):$(NODE_BIN):$(PATH)
+export PYTHONDONTWRITEBYTECODE := 1
+
+# Debian packages the lab, the tests and the demo use on the controller.
+SYSTEM_PACKAGES := podman runc debootstrap uidmap slirp4netns git curl tar xz-utils \
+	openssl redis-server nginx wrk ca-certificates
+
+.PHONY: help
+help:  ## list targets
+	@grep -E '^[a-z][a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+# ---------------------------------------------------------------- setup
+.PHONY: system-deps venv node-tools lab-image collection-link deps
+system-deps:  ## Debian packages (apt-get; needs root or sudo)
+	@missing="$$(for p in $(SYSTEM_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done)"; \
+	if [[ -n "$$missing" ]]; then \
+	  sudo=""; [[ $$(id -u) -eq 0 ]] || sudo=sudo; \
+	  echo "installing: $$missing"; \
+	  $$sudo apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+$(VENV)/.installed: requirements/dev.txt requirements/dev-py311.txt scripts/find-python.sh
+	@py="$$($(ROOT)/scripts/find-python.sh)"; \
+	req=requirements/dev.txt; \
+	"$$py" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' || req=requirements/dev-py311.txt; \
+	echo "venv: $$py ($$req)"; \
+	rm -rf $(VENV); "$$py" -m venv $(VENV); \
+	$(BIN)/pip install -q --upgrade pip >/dev/null; \
+	$(BIN)/pip install -q -r $$req; \
+	touch $@
+
+venv: $(VENV)/.installed  ## .venv on the newest Python >= 3.12, pinned requirements
+
+node-tools: system-deps  ## Node.js 24 + PM2 for controller-side tests (.cache/node)
+	@$(ROOT)/scripts/install-node-tools.sh
+
+lab-image: system-deps  ## build the lab node image (cached by recipe hash)
+	@$(ROOT)/lab/image/build.sh
+
+collection-link:  ## expose this checkout as nodeops.stack under .cache/collections
+	@mkdir -p $(CACHE)/collections/ansible_collections/nodeops
+	@ln -sfn ../../../.. $(CACHE)/collections/ansible_collections/nodeops/stack
+
+deps: system-deps venv node-tools lab-image collection-link
+
+# ---------------------------------------------------------------- lab / demo
+.PHONY: lab-up lab-down lab-status demo demo-clean
+lab-up: system-deps venv lab-image collection-link  ## start the lab nodes (idempotent)
+	@$(BIN)/python scripts/lab.py up
+
+lab-down: venv  ## remove the lab nodes (idempotent)
+	@$(BIN)/python scripts/lab.py down
+
+lab-status: venv
+	@$(BIN)/python scripts/lab.py status
+
+demo: lab-up  ## run the main job (site.yml) on the built-in lab
+	$(BIN)/ansible-playbook -i inventories/lab playbooks/site.yml
+
+demo-clean: lab-down  ## tear the demo down
+
+# ---------------------------------------------------------------- tests
+.PHONY: test lint yamllint ansible-lint sanity changelog-lint build unit app-test integration molecule
+test: ## the whole suite; prints the time of each stage
+	@rm -f $(CACHE)/stage-times.tsv
+	@$(STAGES) setup $(MAKE) --no-print-directory deps
+	@$(STAGES) yamllint $(MAKE) --no-print-directory yamllint
+	@$(STAGES) ansible-lint $(MAKE) --no-print-directory ansible-lint
+	@$(STAGES) changelog-lint $(MAKE) --no-print-directory changelog-lint
+	@$(STAGES) build $(MAKE) --no-print-directory build
+	@$(STAGES) sanity $(MAKE) --no-print-directory sanity
+	@$(STAGES) unit $(MAKE) --no-print-directory unit
+	@$(STAGES) app-test $(MAKE) --no-print-directory app-test
+	@$(STAGES) integration $(MAKE) --no-print-directory integration
+	@for s in $(MOLECULE_SCENARIOS); do $(STAGES) "molecule:$$s" $(MAKE) --no-print-directory molecule MOLECULE_SCENARIOS=$$s; done
+	@$(STAGES) --report
+
+lint: yamllint ansible-lint changelog-lint  ## yamllint + ansible-lint (production) + changelog lint
+
+yamllint: venv
+	$(BIN)/yamllint --strict .
+
+ansible-lint: venv collection-link
+	$(BIN)/ansible-lint --profile production
+
+changelog-lint: venv
+	$(BIN)/antsibull-changelog lint
+
+build: venv  ## ansible-galaxy collection build into build/
+	@mkdir -p build
+	$(BIN)/ansible-galaxy collection build --force --output-path build .
+
+sanity: venv  ## ansible-test sanity (offline-capable)
+	$(ROOT)/scripts/sanity.sh
+
+# pytest exits 5 when a directory holds no tests yet; that is not a failure.
+unit: venv collection-link  ## pytest unit tests (module_utils, modules)
+	$(BIN)/python -m pytest tests/unit -q $(PYTEST_ARGS) || [[ $$? -eq 5 ]]
+
+app-test: node-tools  ## the sample app's own tests (node --test) on Node 24
+	cd $(SAMPLE_APP) && $(NODE_BIN)/node --test test/
+
+integration: venv node-tools collection-link  ## pytest integration tests (real servers on loopback)
+	$(BIN)/python -m pytest tests/integration -q $(PYTEST_ARGS) || [[ $$? -eq 5 ]]
+
+molecule: venv lab-image collection-link  ## molecule scenarios (MOLECULE_SCENARIOS=...)
+	@for s in $(MOLECULE_SCENARIOS); do $(BIN)/molecule test -s $$s || exit 1; done
+
+.PHONY: clean
+clean:  ## remove build output and caches (keeps .venv and the lab image)
+	rm -rf build tests/output $(CACHE)/sanity $(CACHE)/stage-times.tsv
