@@ -121,7 +121,7 @@ unit: venv collection-link  ## pytest unit tests (module_utils, modules)
 	$(BIN)/python -m pytest tests/unit -q $(PYTEST_ARGS) || [[ $$? -eq 5 ]]
 
 app-test: node-tools  ## the sample app's own tests (node --test) on Node 24
-	cd $(SAMPLE_APP) && $(NODE_BIN)/node --test test/
+	cd $(SAMPLE_APP) && $(NODE_BIN)/node --test --test-concurrency=4 test/*.test.js
 
 integration: venv node-tools collection-link  ## pytest integration tests (real servers on loopback)
 	$(BIN)/python -m pytest tests/integration -q $(PYTEST_ARGS) || [[ $$? -eq 5 ]]

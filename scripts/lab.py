@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Bring the built-in lab's podman nodes up or down, idempotently.
 
 The node list comes from the inventory (``ansible-inventory --list``): every

@@ -55,6 +55,8 @@ done
 rm -f "$rootfs/var/lib/dbus/machine-id"
 chroot "$rootfs" apt-get clean
 rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin
+# Emptied lists must look stale, or apt's cache_valid_time would skip the update.
+touch -d @0 "$rootfs/var/lib/apt/lists"
 
 echo "importing $IMAGE"
 tar -C "$rootfs" -c . | podman import \

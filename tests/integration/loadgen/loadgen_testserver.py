@@ -174,7 +174,7 @@ class ScriptedServer:
             method, path, _proto = lines[0].split(" ", 2)
             headers = {}
             for line in lines[1:]:
-                name, _, value = line.partition(":")
+                name, _sep, value = line.partition(":")
                 headers[name.strip().lower()] = value.strip()
             length = int(headers.get("content-length", "0"))
             while len(buf) < length:

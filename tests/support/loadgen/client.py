@@ -300,7 +300,7 @@ def build_request(method, path, host_header, headers=(), body=None, keepalive=Tr
             raise ValueError(f"invalid header {name!r}: {value!r}")
     if body is not None and isinstance(body, str):
         body = body.encode("utf-8")
-    user_names = {name.strip().lower() for name, _ in headers}
+    user_names = {name.strip().lower() for name, _value in headers}
     lines = [f"{method} {path} HTTP/1.1"]
     if "host" not in user_names:
         lines.append(f"Host: {host_header}")
