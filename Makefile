@@ -25,7 +25,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 
 # Debian packages the lab, the tests and the demo use on the controller.
 SYSTEM_PACKAGES := podman runc debootstrap uidmap slirp4netns git curl tar xz-utils \
-	openssl redis-server nginx wrk ca-certificates
+	openssl redis-server nginx wrk ca-certificates shellcheck
 
 .PHONY: help
 help:  ## list targets
@@ -118,6 +118,7 @@ sanity: venv  ## ansible-test sanity (offline-capable)
 
 # pytest exits 5 when a directory holds no tests yet; that is not a failure.
 unit: venv collection-link  ## pytest unit tests (module_utils, modules)
+	@mkdir -p tests/unit
 	$(BIN)/python -m pytest tests/unit -q $(PYTEST_ARGS) || [[ $$? -eq 5 ]]
 
 app-test: node-tools  ## the sample app's own tests (node --test) on Node 24

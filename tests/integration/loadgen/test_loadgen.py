@@ -336,8 +336,11 @@ def test_marks_slice_a_version_switch(server):
     with LoadGenerator(srv.url(), concurrency=4, rate=300, duration=10) as gen:
         time.sleep(0.4)
         gen.mark("switch")
+        # A request started just before the mark may be answered after the switch:
+        # leave a margin on both sides so the slices are unambiguous.
+        time.sleep(0.1)
         srv.version = "v2"
-        time.sleep(0.05)
+        time.sleep(0.1)
         gen.mark("settled")
         time.sleep(0.4)
     report = gen.report()
