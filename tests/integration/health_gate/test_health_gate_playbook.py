@@ -98,6 +98,8 @@ def test_playbook_end_to_end_check_mode_and_no_secret_in_vvv_output(http_server,
                ANSIBLE_LOCAL_TEMP=str(tmp_path / 'ansible-tmp'),
                ANSIBLE_NOCOLOR='1',
                ANSIBLE_STDOUT_CALLBACK='default',
+               # Results as JSON whatever ansible.cfg / ANSIBLE_CONFIG the caller has (make exports one).
+               ANSIBLE_CALLBACK_RESULT_FORMAT='json',
                ANSIBLE_PYTHON_INTERPRETER=os.path.join(VENV_BIN, 'python'),
                # ansible-core >= 2.21 adds invocation.module_args only on request; older ones always do
                ANSIBLE_INJECT_INVOCATION='true',
