@@ -77,8 +77,11 @@ lab-down: venv  ## remove the lab nodes (idempotent)
 lab-status: venv
 	@$(BIN)/python scripts/lab.py status
 
-demo: lab-up  ## run the main job (site.yml) on the built-in lab
+demo: lab-up node-tools  ## run the main job (site.yml) on the built-in lab
+	@$(NODE_BIN)/node $(SAMPLE_APP)/scripts/build-releases.js --out $(CACHE)/releases >/dev/null
 	$(BIN)/ansible-playbook -i inventories/lab playbooks/site.yml
+	@echo; echo "lab app: http://127.0.1.11:3000/health and http://127.0.1.12:3000/health"
+	@curl -fsS http://127.0.1.11:3000/version; echo
 
 demo-clean: lab-down  ## tear the demo down
 

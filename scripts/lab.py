@@ -59,9 +59,26 @@ def wait_booted(name, timeout):
     raise SystemExit("node %s did not finish booting within %ss (systemd state: %r)" % (name, timeout, state))
 
 
+def image_id(ref):
+    proc = run(["podman", "image", "inspect", "--format", "{{.Id}}", ref], check=False)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def container_image_id(name):
+    return run(["podman", "container", "inspect", "--format", "{{.Image}}", name], check=False).stdout.strip()
+
+
 def up(nodes, image, timeout):
     for host, name, address, node_image in nodes:
         state = container_state(name)
+        wanted = image_id(node_image or image)
+        if wanted is None:
+            raise SystemExit("image %s not found; build it with `make lab-image`" % (node_image or image))
+        if state is not None and container_image_id(name) != wanted:
+            # The recipe changed since this node was created: a lab node is disposable.
+            run(["podman", "rm", "-f", "-t", "5", name])
+            print("%-8s %-22s %-12s removed (built from an older lab image)" % (host, name, address))
+            state = None
         if state == "running":
             print("%-8s %-22s %-12s already running" % (host, name, address))
             continue

@@ -104,17 +104,24 @@ function startWorker(config) {
   else becomeReady();
 }
 
+// Exit with `code` without starting. Under PM2 the IPC channel to the daemon
+// keeps Node alive even with nothing else to do, so drop it as well.
+function endEarly(code) {
+  process.exitCode = code;
+  if (process.connected) process.disconnect();
+}
+
 function main(argv = process.argv.slice(2), env = process.env) {
   const unknown = argv.filter((a) => a !== '--check-config');
   if (unknown.length) {
     process.stderr.write(`usage: node worker.js [--check-config] (unknown argument ${JSON.stringify(unknown[0])})\n`);
-    process.exitCode = EX_USAGE;
+    endEarly(EX_USAGE);
     return;
   }
   const { config, errors } = loadConfig({ env, role: 'worker' });
   if (errors.length) {
     for (const e of errors) process.stderr.write(`config error: ${e}\n`);
-    process.exitCode = EX_CONFIG;
+    endEarly(EX_CONFIG);
     return;
   }
   if (argv.includes('--check-config')) {
@@ -123,7 +130,7 @@ function main(argv = process.argv.slice(2), env = process.env) {
   }
   if (config.failStart) {
     process.stderr.write(`fatal: FAIL_START is set (${config.switchSources.FAIL_START}): refusing to start, simulated broken release ${config.version}\n`);
-    process.exitCode = 1;
+    endEarly(1);
     return;
   }
   startWorker(config);
