@@ -23,4 +23,8 @@ def _ensure_collection_link():
 _ensure_collection_link()
 if COLLECTIONS_ROOT not in sys.path:
     sys.path.insert(0, COLLECTIONS_ROOT)
+# Test support code (load generator, playbook runner, ...) importable by plain name.
+SUPPORT_DIR = os.path.join(REPO_ROOT, "tests", "support")
+if SUPPORT_DIR not in sys.path:
+    sys.path.append(SUPPORT_DIR)
 os.environ.setdefault("ANSIBLE_COLLECTIONS_PATH", COLLECTIONS_ROOT)

@@ -1,10 +1,9 @@
 """End to end: nodeops.stack.health_gate through a real ansible-playbook run (localhost, connection local) at -vvv."""
 
-import os
-import subprocess
 
 from conftest import REDIS_PASSWORD  # pylint: disable=import-error
-from health_gate_support import COLLECTIONS, VENV_BIN, Reply, free_port  # pylint: disable=import-error
+from health_gate_support import Reply, free_port  # pylint: disable=import-error
+from playbook_runner import run_playbook  # pylint: disable=import-error
 
 URL_PASSWORD = 'UrlPassw0rd-in-userinfo'
 BEARER = 'BearerT0ken-Secret-789'
@@ -92,23 +91,8 @@ def test_playbook_end_to_end_check_mode_and_no_secret_in_vvv_output(http_server,
     playbook = tmp_path / 'gate.yml'
     playbook.write_text(PLAYBOOK.format(port=http_server.port, url_password=URL_PASSWORD, bearer=BEARER,
                                         redis_port=redis_server, redis_password=REDIS_PASSWORD, closed=closed))
-    env = dict(os.environ,
-               ANSIBLE_COLLECTIONS_PATH=COLLECTIONS,
-               ANSIBLE_HOME=str(tmp_path / 'ansible-home'),
-               ANSIBLE_LOCAL_TEMP=str(tmp_path / 'ansible-tmp'),
-               ANSIBLE_NOCOLOR='1',
-               ANSIBLE_STDOUT_CALLBACK='default',
-               # Results as JSON whatever ansible.cfg / ANSIBLE_CONFIG the caller has (make exports one).
-               ANSIBLE_CALLBACK_RESULT_FORMAT='json',
-               ANSIBLE_PYTHON_INTERPRETER=os.path.join(VENV_BIN, 'python'),
-               # ansible-core >= 2.21 adds invocation.module_args only on request; older ones always do
-               ANSIBLE_INJECT_INVOCATION='true',
-               ANSIBLE_INVENTORY_UNPARSED_WARNING='false',
-               ANSIBLE_LOCALHOST_WARNING='false')
-    proc = subprocess.run([os.path.join(VENV_BIN, 'ansible-playbook'), '-vvv', '-i', 'localhost,', str(playbook)],
-                          cwd=str(tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=180, check=False)
-    out = proc.stdout.decode('utf-8', 'replace')
-    assert proc.returncode == 0, out[-6000:]
+    returncode, out = run_playbook(playbook, tmp_path, '-vvv', timeout=180)
+    assert returncode == 0, out[-6000:]
     assert 'ok=4' in out and 'failed=0' in out and 'ignored=1' in out, out[-3000:]
     # the module really ran as a module, twice passing (normal + check mode), and the check-mode run probed
     assert out.count('health gate passed') >= 2

@@ -6,7 +6,7 @@ import pytest
 
 from ansible_collections.nodeops.stack.plugins.modules import app_release
 
-from conftest import ModuleFail
+from module_harness import ModuleFail
 
 
 def base(tmp_path):

@@ -6,7 +6,7 @@ import pytest
 
 from ansible_collections.nodeops.stack.plugins.modules import deploy_lock
 
-from conftest import ModuleFail
+from module_harness import ModuleFail
 
 
 def test_acquire_release_cycle(run_module, tmp_path):

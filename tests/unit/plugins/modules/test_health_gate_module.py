@@ -1,6 +1,5 @@
 """health_gate main(): bad input gives a clear fail_json message (never a traceback); results go through exit/fail."""
 
-import contextlib
 import json
 import socket
 
@@ -10,51 +9,12 @@ from ansible.module_utils import basic
 
 from ansible_collections.nodeops.stack.plugins.modules import health_gate
 
-try:  # ansible-core >= 2.19
-    from ansible.module_utils.testing import patch_module_args
-except ImportError:  # pragma: no cover - older ansible-core
-    from ansible.module_utils.common.text.converters import to_bytes
+from module_harness import AnsibleExitJson, patch_module_args, run_main as run_module_main
 
-    @contextlib.contextmanager
-    def patch_module_args(args=None):
-        old = basic._ANSIBLE_ARGS
-        basic._ANSIBLE_ARGS = to_bytes(json.dumps({'ANSIBLE_MODULE_ARGS': args or {}}))
-        try:
-            yield
-        finally:
-            basic._ANSIBLE_ARGS = old
-
-
-class AnsibleExitJson(Exception):
-    pass
-
-
-class AnsibleFailJson(Exception):
-    pass
-
-
-def _exit_json(self, **kwargs):
-    kwargs.setdefault('changed', False)
-    raise AnsibleExitJson(kwargs)
-
-
-def _fail_json(self, msg, **kwargs):
-    kwargs['failed'] = True
-    kwargs['msg'] = msg
-    raise AnsibleFailJson(kwargs)
-
-
-@pytest.fixture(autouse=True)
-def patched_module(monkeypatch):
-    monkeypatch.setattr(basic.AnsibleModule, 'exit_json', _exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, 'fail_json', _fail_json)
 
 
 def run_main(args):
-    with patch_module_args(args):
-        with pytest.raises((AnsibleExitJson, AnsibleFailJson)) as info:
-            health_gate.main()
-    return info.type is AnsibleFailJson, info.value.args[0]
+    return run_module_main(health_gate, args)
 
 
 def fail_msg(args):

@@ -5,37 +5,13 @@ import json
 import pytest
 
 from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.nodeops.stack.plugins.module_utils import pm2_app as pm2_app_utils
 from ansible_collections.nodeops.stack.plugins.modules import pm2_app
 
+from module_harness import run_main as run_module_main
+
 SECRET = 'module-test-secret-value-77'
-
-
-class AnsibleExitJson(Exception):
-    pass
-
-
-class AnsibleFailJson(Exception):
-    pass
-
-
-def _exit_json(self, **kwargs):
-    kwargs.setdefault('changed', False)
-    raise AnsibleExitJson(kwargs)
-
-
-def _fail_json(self, msg, **kwargs):
-    kwargs['failed'] = True
-    kwargs['msg'] = msg
-    raise AnsibleFailJson(kwargs)
-
-
-@pytest.fixture(autouse=True)
-def patched_module(monkeypatch):
-    monkeypatch.setattr(basic.AnsibleModule, 'exit_json', _exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, 'fail_json', _fail_json)
 
 
 @pytest.fixture
@@ -52,10 +28,7 @@ def node(tmp_path):
 
 
 def run_main(args):
-    with patch_module_args(args):
-        with pytest.raises((AnsibleExitJson, AnsibleFailJson)) as info:
-            pm2_app.main()
-    return info.type is AnsibleFailJson, info.value.args[0]
+    return run_module_main(pm2_app, args)
 
 
 def base(node, **over):
