@@ -1,6 +1,5 @@
 """health_gate main(): bad input gives a clear fail_json message (never a traceback); results go through exit/fail."""
 
-import json
 import socket
 
 import pytest
@@ -10,7 +9,6 @@ from ansible.module_utils import basic
 from ansible_collections.nodeops.stack.plugins.modules import health_gate
 
 from module_harness import AnsibleExitJson, patch_module_args, run_main as run_module_main
-
 
 
 def run_main(args):
