@@ -17,6 +17,8 @@ SAMPLE_APP := $(ROOT)/tests/support/sample_app
 MOLECULE_SCENARIOS ?= $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard $(ROOT)/molecule/*/molecule.yml))))
 PYTEST_ARGS ?=
 
+# PATH before the venv is put first: the venv must be built from a system Python, never from itself.
+HOST_PATH := $(PATH)
 export CONTAINERS_CONF := $(ROOT)/lab/containers.conf
 export ANSIBLE_CONFIG := $(ROOT)/ansible.cfg
 export ANSIBLE_COLLECTIONS_PATH := $(CACHE)/collections
@@ -43,7 +45,7 @@ system-deps:  ## Debian packages (apt-get; needs root or sudo)
 	fi
 
 $(VENV)/.installed: requirements/dev.txt requirements/dev-py311.txt scripts/find-python.sh
-	@py="$$($(ROOT)/scripts/find-python.sh)"; \
+	@py="$$(PATH='$(HOST_PATH)' $(ROOT)/scripts/find-python.sh)"; \
 	req=requirements/dev.txt; \
 	"$$py" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' || req=requirements/dev-py311.txt; \
 	echo "venv: $$py ($$req)"; \
