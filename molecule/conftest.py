@@ -6,8 +6,14 @@ connection and falls back to one ansible-playbook run per command (~1-2 s
 each); ``podman exec`` through testinfra's podman backend is ~50x faster.
 """
 
+import os
+import sys
+
 import pytest
 import testinfra
+
+# Shared helpers for the verify steps (tests/support/scenario.py and friends).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "support"))
 
 PODMAN_CONNECTIONS = ("podman", "containers.podman.podman")
 

@@ -6,7 +6,6 @@ listens there, to 127.0.0.1 on the scenario's port (6380) - never to 6379.
 Secrets and ports come from the scenario's inventory (molecule.yml).
 """
 
-import hashlib
 import json
 import os
 import re
@@ -99,7 +98,7 @@ def ansible_playbook(*args, timeout=300):
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_CALLBACK_RESULT_FORMAT="json")
     env.setdefault("ANSIBLE_COLLECTIONS_PATH", os.path.join(PROJECT_DIR, ".cache", "collections"))
     proc = subprocess.run(["ansible-playbook", "-i", inventory, os.path.join(SCENARIO_DIR, "converge.yml"), *args],
-                          capture_output=True, text=True, env=env, timeout=timeout, cwd=PROJECT_DIR)
+                          capture_output=True, text=True, env=env, timeout=timeout, cwd=PROJECT_DIR, check=False)
     proc.stdout = ANSI.sub("", proc.stdout + "\n" + proc.stderr)
     return proc
 

@@ -5,6 +5,7 @@ know exactly whether *any* response byte arrived before a connection failed,
 and because keep-alive reuse must be explicit and observable.
 """
 
+import select
 import socket
 import ssl
 import time
@@ -145,6 +146,24 @@ class HttpClient:
             raise
 
     # -- one exchange -----------------------------------------------------
+
+    @staticmethod
+    def peer_closed(conn):
+        """True if an idle keep-alive connection is no longer usable (the peer closed it or sent something unasked).
+
+        Pooled HTTP clients (urllib3, Go's transport, browsers) make this check before reusing a
+        connection, so a server closing idle connections (keepalive_timeout, an nginx reload's old
+        worker) costs a reconnect, not a lost request. Nothing has been sent yet, so it is no retry.
+        """
+        if conn.buf:
+            return True
+        try:
+            if isinstance(conn.sock, ssl.SSLSocket) and conn.sock.pending():
+                return True
+            readable = select.select([conn.sock], [], [], 0)[0]
+        except (OSError, ValueError):
+            return True
+        return bool(readable)
 
     def exchange(self, conn, deadline):
         """Send the request on ``conn`` and read one full response. Raises :class:`AttemptError`."""

@@ -296,8 +296,12 @@ class LoadGenerator:
         started = time.monotonic()
         base = {"index": index, "start": started - self._t0, "wall": time.time(), "worker": worker_id}
         retry_error = None
+        stale = False
         while True:
             conn = conn_holder[0]
+            if conn is not None and self.client.peer_closed(conn):
+                self._drop_connection(conn_holder, conn)
+                conn, stale = None, True
             reused = conn is not None
             try:
                 deadline = time.monotonic() + self.timeout
@@ -323,10 +327,11 @@ class LoadGenerator:
                 elif status >= 400 and self.fail_on_4xx:
                     kind = "http_4xx"
                 return Record(**base, latency_ms=(time.monotonic() - started) * 1000.0, ok=kind is None, status=status,
-                              version=response.version, retried=retry_error is not None, reused=reused, error_kind=kind,
+                              version=response.version, retried=retry_error is not None, reused=reused,
+                              stale_reconnect=stale, error_kind=kind,
                               error=f"HTTP {status}" if kind else None, retry_error=retry_error)
             return Record(**base, latency_ms=(time.monotonic() - started) * 1000.0, ok=False, retried=retry_error is not None,
-                          reused=reused, error_kind=kind, error=message, retry_error=retry_error)
+                          reused=reused, stale_reconnect=stale, error_kind=kind, error=message, retry_error=retry_error)
 
     @staticmethod
     def _drop_connection(conn_holder, conn):

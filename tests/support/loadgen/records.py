@@ -31,6 +31,7 @@ class Record:
     version: str | None = None
     retried: bool = False
     reused: bool = False
+    stale_reconnect: bool = False
     error_kind: str | None = None
     error: str | None = None
     retry_error: str | None = None
@@ -97,7 +98,7 @@ def compute_report(records, duration=None, max_samples=20):
     ``duration`` (seconds) defaults to the span from the earliest start to the
     latest end among ``records``. Keys:
 
-    total, ok, failed, failed_by_kind, retries, retried_ok, reused, status_counts,
+    total, ok, failed, failed_by_kind, retries, retried_ok, reused, stale_reconnects, status_counts,
     versions, versions_missing, version_spans, latency_ms, duration_s,
     achieved_rps, failure_samples, retry_samples.
     """
@@ -135,6 +136,7 @@ def compute_report(records, duration=None, max_samples=20):
         "retries": len(retried),
         "retried_ok": sum(1 for rec in retried if rec.ok),
         "reused": sum(1 for rec in records if rec.reused),
+        "stale_reconnects": sum(1 for rec in records if rec.stale_reconnect),
         "status_counts": dict(sorted(status_counts.items())),
         "versions": dict(sorted(versions.items())),
         "versions_missing": versions_missing,
