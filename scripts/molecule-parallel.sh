@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Run molecule scenarios, up to MOLECULE_JOBS at a time (default 2), each with
+# its output in .cache/molecule-logs/<scenario>.log, and print a table of their
+# wall times. Scenarios never share containers or addresses (each has its own
+# nodeops-mol-<scenario>-* names and 127.0.1.x range), so they can overlap.
+# Scenarios are started longest first (by the last recorded time) so the slow
+# one does not start last. A failed scenario's log is printed in full; the
+# exit status is non-zero if any scenario failed.
+#
+#   scripts/molecule-parallel.sh lab node nginx_tls ...
+set -uo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+JOBS="${MOLECULE_JOBS:-2}"
+LOGS="$ROOT/.cache/molecule-logs"
+TIMES="$ROOT/.cache/molecule-times.tsv"
+mkdir -p "$LOGS"
+[[ $# -gt 0 ]] || { echo "usage: $0 SCENARIO..." >&2; exit 2; }
+[[ "$JOBS" =~ ^[1-9][0-9]*$ ]] || { echo "MOLECULE_JOBS must be a positive integer, got '$JOBS'" >&2; exit 2; }
+
+# Longest first: previous durations from the last run, unknown ones first of all.
+ordered=$(for s in "$@"; do
+  prev=$(awk -F'\t' -v s="$s" '$1 == s {t = $3} END {print (t == "" ? 999999 : t)}' "$TIMES" 2>/dev/null || echo 999999)
+  printf '%s\t%s\n' "$prev" "$s"
+done | sort -rn | cut -f2)
+
+run_one() {
+  local s="$1" start rc
+  start=$(date +%s)
+  "$ROOT/.venv/bin/molecule" test -s "$s" >"$LOGS/$s.log" 2>&1 </dev/null
+  rc=$?
+  printf '%s\t%s\t%s\n' "$s" "$rc" "$(( $(date +%s) - start ))" >"$LOGS/$s.result"
+  echo "=== molecule:$s $([[ $rc -eq 0 ]] && echo passed || echo "FAILED (rc=$rc)") in $(( $(date +%s) - start ))s"
+  return "$rc"
+}
+
+for s in $ordered; do
+  rm -f "$LOGS/$s.result"
+  while [[ $(jobs -rp | wc -l) -ge $JOBS ]]; do wait -n || true; done
+  echo "=== molecule:$s started"
+  run_one "$s" &
+done
+wait
+
+failed=0
+: >"$TIMES.new"
+echo "| scenario | result | seconds |"
+echo "| --- | --- | ---: |"
+for s in "$@"; do
+  if [[ -f "$LOGS/$s.result" ]]; then
+    IFS=$'\t' read -r name rc secs <"$LOGS/$s.result"
+  else
+    name="$s" rc=99 secs=0
+  fi
+  printf '%s\t%s\t%s\n' "$name" "$rc" "$secs" >>"$TIMES.new"
+  echo "| $name | $([[ $rc -eq 0 ]] && echo passed || echo "FAILED (rc=$rc)") | $secs |"
+  [[ $rc -eq 0 ]] || failed=1
+done
+mv "$TIMES.new" "$TIMES"
+
+for s in "$@"; do
+  IFS=$'\t' read -r _ rc _ <"$LOGS/$s.result" 2>/dev/null || rc=99
+  if [[ $rc -ne 0 ]]; then
+    echo; echo "=================== molecule:$s log ($LOGS/$s.log)"
+    cat "$LOGS/$s.log"
+  fi
+done
+exit "$failed"
