@@ -39,6 +39,8 @@ ln -sf ../lib/node_modules/npm/bin/npx-cli.js "$PREFIX/bin/npx"
 
 PATH="$PREFIX/bin:$PATH" npm install -g --prefix "$PREFIX" --no-audit --no-fund "pm2@$PM2_VERSION" >/dev/null
 "$PREFIX/bin/node" --version >/dev/null
-"$PREFIX/bin/pm2" --version >/dev/null 2>&1 || { echo "pm2 did not install" >&2; exit 1; }
+# Read the installed version from its package.json: running `pm2 --version` would start a PM2 daemon.
+installed=$("$PREFIX/bin/node" -p "require('$PREFIX/lib/node_modules/pm2/package.json').version" 2>/dev/null || true)
+[[ -x "$PREFIX/bin/pm2" && "$installed" == "$PM2_VERSION" ]] || { echo "pm2 $PM2_VERSION did not install (found '$installed')" >&2; exit 1; }
 touch "$STAMP"
 echo "node $NODE_VERSION, npm $NPM_VERSION, pm2 $PM2_VERSION installed in $PREFIX"
