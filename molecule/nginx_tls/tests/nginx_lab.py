@@ -13,13 +13,14 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 
 import testinfra
 
 SCENARIO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROJECT_DIR = os.path.dirname(os.path.dirname(SCENARIO_DIR))
 sys.path.insert(0, os.path.join(PROJECT_DIR, "tests", "support"))
+
+from scenario import wait_for  # noqa: E402,F401  pylint: disable=wrong-import-position,import-error,unused-import
 
 LB_NAME = "nodeops-mol-nginx-lb"
 LB = "127.0.1.121"
@@ -181,12 +182,3 @@ def access_log(lb, since=None):
         if since is None or entry["msec"] >= since:
             entries.append(entry)
     return entries
-
-
-def wait_for(predicate, timeout=20, interval=0.25):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()

@@ -17,6 +17,7 @@ import pytest
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from scenario import wait_for  # pylint: disable=import-error
 
 SCENARIO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROJECT_DIR = os.path.dirname(os.path.dirname(SCENARIO_DIR))
@@ -107,15 +108,6 @@ def recap(output):
     m = re.search(r"^%s\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)" % re.escape(NODE), output, re.M)
     assert m, "no recap for %s in:\n%s" % (NODE, output[-3000:])
     return dict(zip(("ok", "changed", "unreachable", "failed"), map(int, m.groups())))
-
-
-def wait_for(predicate, timeout=20, interval=0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 # ---------------------------------------------------------------- service and network
