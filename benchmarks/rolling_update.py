@@ -189,7 +189,10 @@ def main():
         rc, secs, log = deploy(inventory, os.path.join(logdir, 'role-v2.log'), v2)
         run_id = re.search(r'rolling_update deploy \w+ - run (\S+)', log)
         durations = task_durations(log)
-        drain_waits = [s for name, s in durations if name.endswith("Wait for the drained servers' connections to end")]
+        # nginx_tls's upstream_state makes one nginx_config call per state change on the load balancer: drain, enable, drain,
+        # enable. A drain call = stage + nginx -t + promote + reload + wait for new workers + wait for the connections to end.
+        lb_calls = [s for name, s in durations if name.endswith('Stage, validate, promote and reload (one step on the host, under the change lock)')]
+        drain_waits = lb_calls[0::2]
         hist = history(run_id.group(1) if run_id else None)
         # batches: the canary, then the other two
         nodes = list(APPS)
@@ -249,10 +252,10 @@ def render(d):
             '%s of %s' % (row['post_rollout']['failed'], row['post_rollout']['total']), row['direct_rollout']['failed'],
             row['lb_steady']['p50_ms'], row['lb_rollout']['p50_ms'], row['lb_steady']['p99_ms'],
             row['lb_rollout']['p99_ms'], ', '.join('%s: %s' % kv for kv in sorted(row['lb_rollout']['versions'].items()))))
-    lines += ['', 'Floor = sum over the 2 batches of the connection drain wait on the load balancer (%s s) + the slowest node\'s PM2 reload '
-              '+ 2 x the gate minimum (2 s node gate, 2 s load balancer gate). Everything above the floor is orchestration: Ansible '
-              'tasks over `podman exec`, the nginx_tls upstream_state entry point (stage, validate, reload, wait; twice per batch), '
-              'the pre-flight, distribution and bookkeeping.' % role.get('drain_waits_s'), '',
+    lines += ['', 'Floor = sum over the 2 batches of the drain step on the load balancer (%s s: one nodeops.stack.nginx_config call '
+              'that validates, promotes, reloads nginx, waits for new workers and for the connections to end) + the slowest node\'s PM2 '
+              'reload + 2 x the gate minimum (2 s node gate, 2 s load balancer gate). Everything above the floor is orchestration: Ansible '
+              'tasks over `podman exec` (pre-flight, distribution, switch, enable, bookkeeping).' % role.get('drain_waits_s'), '',
               '| node | reload (s) | node gate (s) | LB gate (s) | node total (s) |', '|---|---|---|---|---|']
     for node, row in sorted(role['nodes'].items()):
         lines.append('| %s | %s | %s | %s | %s |' % (node, row['reload_s'], row['node_gate_s'], row['lb_gate_s'], row['total_s']))

@@ -1,4 +1,4 @@
-"""nginx_tls templates and staging script, checked without a lab node.
+"""nginx_tls templates, checked without a lab node.
 
 The role's templates are rendered with Jinja2 plus the few Ansible filters and
 tests they use, for option combinations the molecule scenario does not cover
@@ -6,7 +6,7 @@ tests they use, for option combinations the molecule scenario does not cover
 least_conn, IPv6 listeners, ...). Where an nginx binary is installed, every
 rendered configuration must pass ``nginx -t`` (which parses and checks the
 configuration only: it opens no listening socket). The upstream target
-resolution and files/stage_config.py (stage, validate, compare) are tested too.
+resolution is tested too (staging and validation: tests/unit/plugins/module_utils/test_nginx_config.py).
 """
 
 import copy
@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 
 import jinja2
 import pytest
@@ -239,36 +238,3 @@ def test_upstream_spec_keeps_recorded_states_and_defaults_new_servers(tmp_path):
     got = {s["name"]: (s["address"], s["port"], s["weight"], s["state"]) for s in spec["servers"]}
     assert got == {"app1": ("10.0.0.11", 3000, 1, "enabled"), "app2": ("10.0.0.12", 3000, 5, "drained"),
                    "app3": ("10.0.0.13", 4000, 1, "enabled")}
-
-
-@needs_nginx
-@pytest.mark.parametrize("candidate,valid,differs", [
-    ({"nodeops/site.conf": "# unchanged\n"}, True, []),
-    ({"nodeops/site.conf": "server { listen 127.0.0.1:9; return 204; }\n"}, True, ["nodeops/site.conf"]),
-    ({"nodeops/site.conf": "server { listen 127.0.0.1:9; bogus_directive on; }\n"}, False, ["nodeops/site.conf"]),
-])
-def test_stage_script(tmp_path, candidate, valid, differs):
-    live = tmp_path / "live"
-    (live / "nodeops").mkdir(parents=True)
-    (live / "nginx.conf").write_text("events {}\nhttp { include nodeops/site.conf; }\n")
-    (live / "nodeops" / "site.conf").write_text("# unchanged\n")
-    for p in (live / "nginx.conf", live / "nodeops" / "site.conf"):
-        p.chmod(0o644)
-    work = tmp_path / "work"
-    before = {p: p.read_bytes() for p in live.rglob("*") if p.is_file()}
-    with open(os.path.join(ROLE, "files", "stage_config.py")) as fh:
-        script = fh.read()
-    proc = subprocess.run([sys.executable, "-c", script, str(live), str(work), NGINX], input=json.dumps(candidate),
-                          capture_output=True, text=True, check=True)
-    result = json.loads(proc.stdout)
-    assert result["valid"] is valid
-    assert result["differs"] == differs
-    if not valid:
-        assert "bogus_directive" in result["error"] and "<staged>" in result["error"]
-    # the staging copy survives only when there is something valid to promote
-    assert (result["stage"] is not None) == bool(valid and differs)
-    assert sorted(os.listdir(work)) == ([os.path.basename(result["stage"])] if result["stage"] else [])
-    if result["stage"]:
-        assert (tmp_path / "work" / os.path.basename(result["stage"]) / "nodeops" / "site.conf").read_text() == candidate["nodeops/site.conf"]
-    # the live directory is never written
-    assert {p: p.read_bytes() for p in live.rglob("*") if p.is_file()} == before
