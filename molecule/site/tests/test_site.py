@@ -5,8 +5,9 @@ Tests run in file order:
 1. HTTPS through the load balancer with a real TLS handshake (certificate verified against the
    load balancer's own certificate, hostname checked), the app's /health with its redis check ok
    (the app reaches the data node's redis with the password), both app nodes serving
-2. status.yml: JSON report with every node, versions, PM2 online, certificate days, backup age,
-   no flags, changed=0
+2. backup.yml (site.yml's backup tier): a verified set with the Mongo dump (wire-protocol test
+   server), the Redis RDB and the uploads pulled over SSH; then status.yml: JSON report with every
+   node, versions, PM2 online, certificate days, the age of that backup, no flags, changed=0
 3. status.yml in check mode with a backup record missing and a memory threshold every node exceeds:
    flags raised, the run fails on request (status_fail_on_flags), still changed=0
 4. maintenance.yml: invalid state refused; on -> 503 maintenance page through the LB; on again ->
@@ -22,9 +23,7 @@ import os
 import re
 import socket
 import ssl
-import shlex
 import tempfile
-import time
 
 import pytest
 
@@ -100,10 +99,6 @@ def https_get(cafile, path):
         tls.close()
 
 
-def write_backup_record(record):
-    podman_exec(DATA, "mkdir -p %s && printf '%%s' %s > %s" % (os.path.dirname(BACKUP_RECORD), shlex.quote(json.dumps(record)), BACKUP_RECORD))
-
-
 def run_status(tmp_path, *extra):
     report = tmp_path / "status.json"
     result = ansible_playbook("status.yml", "-e", "status_report_path=%s" % report, *extra)
@@ -164,9 +159,21 @@ def test_each_service_binds_its_own_node_address_only():
 
 # ----------------------------------------------------------------------------- 2. status.yml
 
+def test_backup_tier_takes_a_verified_set_of_every_part():
+    """site.yml's backup tier: backup.yml starts the timer's service on data1; the set holds the Mongo dump
+    (from the wire-protocol test server), the Redis RDB and the uploads pulled over SSH from app1."""
+    podman_exec("nodeops-mol-site-app1", "install -d -o shop -g shop /srv/shop/shared/uploads && "
+                "printf site-scenario > /srv/shop/shared/uploads/marker.txt && chown shop: /srv/shop/shared/uploads/marker.txt")
+    result = ansible_playbook("backup.yml")
+    assert result.returncode == 0, result.stdout[-4000:]
+    record = json.loads(podman_exec(DATA, "cat %s" % BACKUP_RECORD))
+    assert record["result"] == "success" and record["verified"] is True, record
+    manifest = json.loads(podman_exec(DATA, "cat /var/backups/nodeops/sets/%s/set.json" % record["backup"]))
+    assert {"mongo", "redis", "uploads"} <= set(manifest["parts"]), manifest["parts"]
+    assert manifest["parts"]["uploads"]["files"] >= 1, manifest["parts"]["uploads"]
+
+
 def test_status_reports_every_node_healthy(tmp_path):
-    write_backup_record({"result": "success", "started_at": int(time.time()) - 3700, "finished_at": int(time.time()) - 3600,
-                         "verified": True, "backup": "20261122T020000Z", "size_bytes": 123456, "error": None})
     # The nodes read the whole machine's /proc/stat, busy with whatever else runs on it (other
     # scenarios): the CPU threshold is lifted here; test 3 and the unit tests exercise that flag.
     result, report = run_status(tmp_path, "-e", "status_cpu_threshold=100")
@@ -192,7 +199,8 @@ def test_status_reports_every_node_healthy(tmp_path):
     assert rows[LB]["cert"]["days_left"] > 7 and rows[LB]["cert"]["path"] == CERT_PATH
     assert rows[LB]["pm2"] is None
     backup = rows[DATA]["backup"]
-    assert backup["state"] == "ok" and backup["verified"] is True and 0.9 <= backup["age_hours"] <= 1.2, backup
+    # the set test_backup_tier_takes_a_verified_set_of_every_part just took
+    assert backup["state"] == "ok" and backup["verified"] is True and 0 <= backup["age_hours"] <= 0.5, backup
     assert report["summary"] == {"nodes": 4, "flagged_nodes": 0, "critical": 0, "warning": 0, "ok": True}
     assert report["thresholds"]["memory_percent"] == 85 and report["thresholds"]["cert_days"] == 7
     # The table is printed too, one line per node.
