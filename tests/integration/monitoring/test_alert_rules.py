@@ -24,6 +24,7 @@ import yaml
 from playbook_runner import REPO, run_playbook
 
 ROLE = os.path.join(REPO, "roles", "monitoring")
+OPERATIONS = os.path.join(REPO, "docs", "operations.md")
 PROMTOOL = shutil.which("promtool")
 STEP = 60  # seconds between samples and between rule evaluations
 
@@ -528,3 +529,60 @@ def test_a_wrong_expectation_makes_promtool_fail(variant, tmp_path):
     proc = promtool_test(variant, "HighMemory", flipped, tmp_path)
     assert proc.returncode != 0
     assert "FAILED" in proc.stdout + proc.stderr
+
+
+# ---------------------------------------------------------------- runbook links
+
+def markdown_anchors(text):
+    """Anchors a Markdown page offers, by GitHub's rules: explicit <a id|name="..."> tags and heading slugs.
+
+    A heading's slug is its text lower-cased, without punctuation (hyphens and
+    underscores stay), spaces turned into hyphens; a repeated slug gets -1, -2, ...
+    Lines inside fenced code blocks are not headings.
+    """
+    anchors = set(re.findall(r'<a\s+(?:id|name)="([^"]+)"', text))
+    seen = {}
+    fenced = False
+    for line in text.splitlines():
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+            continue
+        heading = None if fenced else re.match(r"#{1,6}\s+(.+?)\s*#*\s*$", line)
+        if heading:
+            slug = re.sub(r"[^\w\- ]", "", heading.group(1).lower()).replace(" ", "-")
+            count = seen.get(slug, 0)
+            seen[slug] = count + 1
+            anchors.add(slug if count == 0 else "%s-%d" % (slug, count))
+    return anchors
+
+
+@pytest.mark.parametrize("text,present,absent", [
+    ("## Certificate renewal\n", {"certificate-renewal"}, set()),
+    ("### `TargetDown` (critical)\n", {"targetdown-critical"}, {"alert-target-down"}),
+    ('<a id="alert-app-down"></a>\n\n### AppDown\n', {"alert-app-down", "appdown"}, set()),
+    ("## Alerts\n## Alerts\n", {"alerts", "alerts-1"}, set()),
+    ("```sh\n# not a heading\n```\n", set(), {"not-a-heading"}),
+])
+def test_markdown_anchor_rules(text, present, absent):
+    anchors = markdown_anchors(text)
+    assert present <= anchors and not absent & anchors, anchors
+
+
+def test_every_runbook_link_resolves_to_its_section_of_the_operations_guide(variant):
+    """Each rendered runbook_url ends in an anchor docs/operations.md has, followed by that alert's own section."""
+    with open(OPERATIONS) as handle:
+        text = handle.read()
+    anchors = markdown_anchors(text)
+    for name, rule in sorted(variant.rules.items()):
+        url, _, fragment = rule["annotations"]["runbook_url"].partition("#")
+        assert url == variant.vars["monitoring_alert_runbook_url"], name
+        assert fragment in anchors, "%s: runbook anchor #%s is not in %s" % (name, fragment, OPERATIONS)
+        # The next heading after the explicit anchor is the section about this alert.
+        section = re.search(r'<a\s+id="%s"></a>\s*\n#{2,6}\s+([^\n]+)' % re.escape(fragment), text)
+        assert section and re.match(r"`?%s\b" % name, section.group(1)), (
+            "%s: #%s does not open a section headed by the alert's name" % (name, fragment))
+    if variant.name == "defaults":
+        assert variant.vars["monitoring_alert_runbook_url"].endswith("/docs/operations.md")
+    # The guide's own links to sections resolve too (the alert table links every section).
+    broken = sorted(set(re.findall(r"\]\(#([^)]+)\)", text)) - anchors)
+    assert not broken, "links to missing anchors in %s: %s" % (OPERATIONS, broken)

@@ -12,6 +12,7 @@ resolution is tested too (staging and validation: tests/unit/plugins/module_util
 import copy
 import json
 import os
+import re
 import shutil
 import subprocess
 
@@ -149,6 +150,10 @@ CASES = {
     "ipv6_and_wildcard_listeners_other_ports": {
         "nginx_tls_listen_addresses": ["*", "::1"], "nginx_tls_http_port": 8080, "nginx_tls_https_port": 8443,
     },
+    "stub_status": {
+        "nginx_tls_stub_status_enabled": True, "nginx_tls_stub_status_listen": "127.0.0.1:8081",
+        "nginx_tls_stub_status_allow": ["127.0.0.1", "10.0.5.0/24"],
+    },
 }
 
 
@@ -170,6 +175,14 @@ def test_rendered_configuration(tmp_path, case):
         assert "ssl_session_tickets" not in http  # nginx >= 1.23.2 rotates ticket keys
     if case == "everything_optional_off":
         assert "limit_req" not in site and "gzip on" not in http and ":80;" not in site and "Strict-Transport" not in site
+    if case == "stub_status":
+        status = site.split("# stub_status for the metrics exporter", 1)[1]
+        assert "listen 127.0.0.1:8081;" in status and "access_log off;" in status
+        assert re.search(r"location = /nginx_status \{\s+stub_status;\s+allow 127\.0\.0\.1;\s+allow 10\.0\.5\.0/24;\s+deny all;\s+\}",
+                         status), status
+        assert site.count("stub_status;") == 1
+    else:
+        assert "stub_status" not in site  # off by default
     if case == "ipv6_and_wildcard_listeners_other_ports":
         assert "listen [::1]:8443 ssl http2;" in site and "listen *:8080;" in site
         assert "return 301 https://$host:8443$request_uri;" in site
