@@ -27,6 +27,8 @@ LOG_DIR = pathlib.Path(os.environ.get("BACKUP_RESULTS_DIR", "/tmp/nodeops-molecu
 
 APP = "nodeops-mol-backup-app"
 DATA = "nodeops-mol-backup-data"
+OFFSITE = "nodeops-mol-backup-offsite"
+OFFSITE_DIR = "/srv/nodeops-offsite"
 APP_URL = "http://127.0.1.151:3000/health"
 MONGO_URI = "mongodb://127.0.1.152:27017/?directConnection=true"
 REDIS_PASSWORD = "lab-only-backup-redis-pass-0123"
@@ -124,9 +126,34 @@ def seeded():
 
 # ----------------------------------------------------------------------------- tests
 
+def tree_sha256(container, path):
+    """{relative path: sha256} of every file under path on a node."""
+    out = podman(container, "cd %s && find . -type f -exec sha256sum {} +" % path).stdout
+    return {line.split()[1][2:]: line.split()[0] for line in out.splitlines() if line.strip()}
+
+
+def podman_script(container, script):
+    """Run a bash script (given on stdin) in a node."""
+    proc = subprocess.run(["podman", "exec", "-i", container, "bash", "-s"], input=script, capture_output=True, text=True,
+                          env=playbook_env(), timeout=120, check=False)
+    assert proc.returncode == 0, "%s: script failed (%s): %s %s" % (container, proc.returncode, proc.stdout, proc.stderr)
+    return proc.stdout
+
+
+# Off-site retention: two old sets of the same day (only the newer can fill any period's slot, so the older must go),
+# a directory that is not a set and a dot directory (neither may be touched).
+OFFSITE_SEED = """set -e
+for n in 20200101T010000Z 20200101T020000Z; do
+  mkdir -p %(d)s/$n && echo '{}' > %(d)s/$n/set.json && touch -d "2020-01-01 ${n:9:2}:00 UTC" %(d)s/$n
+done
+mkdir -p %(d)s/notes %(d)s/.keep && echo x > %(d)s/notes/readme && chown -R nodeops-offsite: %(d)s
+""" % {"d": OFFSITE_DIR}
+
+
 def test_1_timer_service_takes_one_verified_set_with_all_parts(seeded):
     timer = podman(DATA, "systemctl show nodeops-backup.timer -p TimersCalendar -p UnitFileState").stdout
     assert "02:00:00" in timer and "UnitFileState=enabled" in timer, timer
+    podman_script(OFFSITE, OFFSITE_SEED)
     start = time.time()
     proc = start_service("nodeops-backup.service")
     assert proc.returncode == 0, proc.stderr + podman(DATA, "journalctl -u nodeops-backup.service -n 30 --no-pager").stdout
@@ -152,9 +179,23 @@ def test_1_timer_service_takes_one_verified_set_with_all_parts(seeded):
     # written by the backup user, private
     stat = podman(DATA, "stat -c '%%U %%a' %s/%s /var/backups/nodeops %s %s/last-run.json" % (SETS, name, STATE, STATE)).stdout.split("\n")
     assert stat[0] == "nodeops-backup 700" and stat[1] == "nodeops-backup 700" and stat[2] == "nodeops-backup 700", stat
-    # the off-site copy is a complete, verifiable copy of the set
-    assert read_json(DATA, "/srv/offsite/%s/set.json" % name) == manifest
     assert json.loads(podman(DATA, "%s verify --set %s" % (RUNNER, name)).stdout)["ok"] is True
+    # the off-site copy went over SSH to the off-site node: every file identical, and the checksums of set.json hold there
+    local, remote = tree_sha256(DATA, "%s/%s" % (SETS, name)), tree_sha256(OFFSITE, "%s/%s" % (OFFSITE_DIR, name))
+    assert remote == local and len(remote) > 8, (sorted(local), sorted(remote))
+    assert read_json(OFFSITE, "%s/%s/set.json" % (OFFSITE_DIR, name)) == manifest
+    for key in ("redis", "uploads"):
+        assert remote[manifest["parts"][key]["file"]] == manifest["parts"][key]["sha256"], key
+    assert remote["mongo/%s/manifest.json" % name] == mongo_part["manifest_sha256"]
+    assert last["offsite"]["target"] == "nodeops-offsite@127.0.1.153:/" and last["offsite"]["result"] == "success", last
+    assert podman(OFFSITE, "stat -c '%%U %%a' %s %s/%s" % (OFFSITE_DIR, OFFSITE_DIR, name)).stdout.split("\n")[0] == "nodeops-offsite 700"
+    # off-site retention: the policy pruned the older set of the same day there, and touched nothing that is not a set
+    assert last["offsite"]["retention"]["pruned"] == ["20200101T010000Z"], last["offsite"]
+    assert podman(OFFSITE, "ls -A %s" % OFFSITE_DIR).stdout.split() == [".keep", "20200101T020000Z", name, "notes"]
+    # the key is pinned to that directory: no shell on the off-site host
+    shell = podman(DATA, "runuser -u nodeops-backup -- ssh -p 2222 -i /var/lib/nodeops-backup/.ssh/id_ed25519 -o BatchMode=yes "
+                         "-o UserKnownHostsFile=/var/lib/nodeops-backup/.ssh/known_hosts nodeops-offsite@127.0.1.153 id", check=False)
+    assert shell.returncode != 0 and "uid=" not in shell.stdout, shell.stdout + shell.stderr
 
 
 def test_2_weekly_restore_test_restores_into_scratch_and_compares():
@@ -298,3 +339,85 @@ def test_7_restore_after_damage_brings_data_uploads_and_app_back(seeded):
     apps = sorted((p["name"], p["pm2_env"]["status"]) for p in status if p["name"].startswith("shop-"))
     assert apps == [("shop-api", "online"), ("shop-worker", "online")], apps
     client.close()
+
+
+ENCRYPT_PLAY = """
+- hosts: backup
+  gather_facts: false
+  tasks:
+    - ansible.builtin.include_role:
+        name: nodeops.stack.backup
+      vars:
+        backup_encryption_enabled: true
+        backup_encryption_recipients: [%s]
+        backup_restore_test_enabled: false
+"""
+
+
+def test_8_encrypted_sets_hold_no_plaintext_and_restore_yml_restores_them_with_the_key(seeded, tmp_path):
+    # The key pair is made on the app node; only the public key goes to the backup host (as role variable).
+    keygen = podman(APP, "age-keygen").stdout
+    public = re.search(r"^# public key: (age1\w+)$", keygen, re.M).group(1)
+    identity = tmp_path / "backup.agekey"
+    identity.write_text(keygen)
+    identity.chmod(0o600)
+    plain_name = read_json(DATA, STATE + "/last-run.json")["backup"]
+    # what the plaintext check looks for is there in a plaintext set (redis keys are stored uncompressed)
+    assert podman(DATA, "grep -rla 'session:1' %s/%s" % (SETS, plain_name)).stdout.strip() == "%s/%s/redis/dump.rdb" % (SETS, plain_name)
+
+    play = tmp_path / "encrypt.yml"
+    play.write_text(ENCRYPT_PLAY % json.dumps(public))
+    rc, log = run_playbook("encrypt-role", play)
+    assert rc == 0, log[-3000:]
+    assert "UnitFileState=disabled" in podman(DATA, "systemctl show nodeops-backup-restore-test.timer -p UnitFileState").stdout
+    assert podman(DATA, "grep -rl AGE-SECRET-KEY /etc/nodeops-backup /var/lib/nodeops-backup /var/backups/nodeops", check=False).returncode == 1
+
+    assert start_service("nodeops-backup.service").returncode == 0
+    last = read_json(DATA, STATE + "/last-run.json")
+    name = last["backup"]
+    assert last["result"] == "success" and last["verified"] is True and name != plain_name, last
+    manifest = read_json(DATA, "%s/%s/set.json" % (SETS, name))
+    assert manifest["encryption"] == {"method": "age", "recipients": [public]}, manifest.get("encryption")
+    files = tree_sha256(DATA, "%s/%s" % (SETS, name))
+    assert sorted(files) == ["mongo/%s.tar.age" % name, "redis/dump.rdb.age", "set.json", "set.json.sha256", "uploads/uploads.tar.gz.age"]
+    for part in manifest["parts"].values():  # the manifest holds the ciphertext's sha256
+        assert files[part["file"]] == part["sha256"], part
+    heads = podman(DATA, "cd %s/%s && for f in */*.age; do head -c 21 $f; echo; done" % (SETS, name)).stdout.split()
+    assert heads == ["age-encryption.org/v1"] * 3, heads
+    # no plaintext at rest: not in the set, not in its off-site copy, and no staging copy of the uploads is kept
+    for container, path in ((DATA, "%s/%s" % (SETS, name)), (OFFSITE, "%s/%s" % (OFFSITE_DIR, name))):
+        for needle in ("session:1", "REDIS00", "order 1", "invoice one", "user1@example.test"):
+            assert podman(container, "grep -rla '%s' %s" % (needle, path), check=False).returncode == 1, (container, needle)
+    assert tree_sha256(OFFSITE, "%s/%s" % (OFFSITE_DIR, name)) == files
+    assert podman(DATA, "test -e /var/backups/nodeops/.staging", check=False).returncode == 1
+    assert json.loads(podman(DATA, "%s verify --set %s" % (RUNNER, name)).stdout)["ok"] is True
+
+    client = mongo()
+    client.shop.orders.delete_many({"_id": {"$lt": 100}})
+    podman(APP, "rm -f %s/img/photo.bin" % UPLOADS)
+    r = rds()
+    r.delete(*["session:%d" % i for i in range(20, 30)])
+    r.close()
+
+    # without the key the restore is refused before anything changes
+    rc, log = run_playbook("restore-encrypted-nokey", ROOT / "playbooks" / "restore.yml", "-e", "restore_confirm=yes-restore-lab")
+    assert rc != 0 and "is encrypted with age (recipients %s)" % public in log, log[-3000:]
+    assert all(h["changed"] == 0 for h in recap(log).values()), recap(log)
+    assert client.shop.orders.count_documents({}) == len(ORDERS) - 100
+
+    rc, log = run_playbook("restore-encrypted", ROOT / "playbooks" / "restore.yml", "-e", "restore_confirm=yes-restore-lab",
+                           "-e", "backup_restore_identity_file=%s" % identity)
+    assert rc == 0, log[-4000:]
+    assert "AGE-SECRET-KEY" not in log
+    assert list(client.shop.orders.find().sort("_id", 1)) == ORDERS
+    assert uploads_on_app() == seeded
+    r = rds()  # redis was restarted by the restore
+    assert r.get("session:25") == b"user-25"
+    assert app_health() == 200
+    # the decrypted copies are gone again (backup host and controller), and the key never reached the backup host
+    assert podman(DATA, "ls -A /var/backups/nodeops").stdout.split() == ["sets"]
+    assert not (EPHEMERAL / "restore" / name).exists()
+    assert podman(DATA, "grep -rl AGE-SECRET-KEY /etc /var/lib/nodeops /var/lib/nodeops-backup /var/backups /tmp /var/tmp /root",
+                  check=False).returncode == 1
+    client.close()
+    r.close()

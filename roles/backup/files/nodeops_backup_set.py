@@ -36,6 +36,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 import traceback
 
@@ -73,6 +74,10 @@ DIR_MODE = 0o700
 LAST_RUN = 'last-run.json'
 RESTORE_TEST = 'restore-test.json'
 HISTORY = 'history.jsonl'
+# Encryption at rest (age): every part becomes one .age file; the header every age file starts with.
+AGE_BINARY = 'age'
+AGE_HEADER = b'age-encryption.org/v1'
+AGE_SUFFIX = '.age'
 
 # mongo_backup options the set runs with (the module's defaults; the role may override any of them)
 MONGO_DEFAULTS = dict(
@@ -130,16 +135,23 @@ def ssh_command(config, port):
     return ' '.join(argv)
 
 
-def rsync(config, source, dest, port=None, extra=()):
-    """rsync (over SSH when one side is ``[user@]host:path``); raises BackupSetError with rsync's message."""
-    argv = ['rsync', '-a', '--delete'] + list(extra)
-    if ':' in source.split('/', 1)[0] or ':' in dest.split('/', 1)[0]:
+def rsync(config, source, dest, port=None, extra=(), base=('-a', '--delete')):
+    """rsync (over SSH when one side is ``[user@]host:path``); returns stdout, raises BackupSetError with rsync's message."""
+    argv = ['rsync'] + list(base) + list(extra)
+    if is_remote(source) or (dest and is_remote(dest)):
         argv += ['-e', ssh_command(config, port)]
-    argv += [source, dest]
-    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
+    argv += [source] + ([dest] if dest else [])
+    # TZ=UTC: --list-only prints modification times in local time; they are parsed as UTC.
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False, env=dict(os.environ, TZ='UTC'))
     if proc.returncode != 0:
-        raise BackupSetError('rsync %s -> %s failed (exit %d): %s' % (source, dest, proc.returncode,
+        raise BackupSetError('rsync %s -> %s failed (exit %d): %s' % (source, dest or '(list)', proc.returncode,
                                                                       proc.stderr.decode('utf-8', 'replace').strip()[-500:]))
+    return proc.stdout.decode('utf-8', 'replace')
+
+
+def is_remote(spec):
+    """``[user@]host:path`` (rsync over SSH) rather than a local path."""
+    return ':' in spec.split('/', 1)[0]
 
 
 def remote_spec(host, user, path):
@@ -273,11 +285,19 @@ def load_set(set_path):
 
 
 def verify_set(set_path, workers=1):
-    """Re-read every part of a set against the set manifest; returns ``{ok, errors, manifest}``."""
+    """Re-read every part of a set against the set manifest; returns ``{ok, errors, manifest}``.
+
+    An encrypted set is checked without the key: each part's ciphertext sha256 and its age header (the plaintext
+    was verified before it was encrypted, and is verified again by ``decrypt_set``).
+    """
     manifest, errors = load_set(set_path)
     if manifest is None:
         return {'ok': False, 'errors': errors, 'manifest': None}
     parts = manifest.get('parts', {})
+    if manifest.get('encryption'):
+        for key in sorted(parts):
+            errors.extend(_check_file(set_path, key, parts[key], header=AGE_HEADER))
+        return {'ok': not errors, 'errors': errors, 'manifest': manifest}
     if 'mongo' in parts:
         mongo_path = os.path.join(set_path, parts['mongo']['dir'], parts['mongo']['backup'])
         result = verify_backup(mongo_path, workers=workers)
@@ -285,19 +305,207 @@ def verify_set(set_path, workers=1):
         if result['manifest_sha256'] != parts['mongo']['manifest_sha256']:
             errors.append('mongo: the dump manifest is not the one the set recorded')
     for key in ('redis', 'uploads'):
-        if key not in parts:
-            continue
-        path = os.path.join(set_path, parts[key]['file'])
-        if not os.path.isfile(path):
-            errors.append('%s: %s is missing' % (key, parts[key]['file']))
-        elif sha256_file(path) != parts[key]['sha256']:
-            errors.append('%s: %s sha256 does not match the set manifest' % (key, parts[key]['file']))
+        if key in parts:
+            errors.extend(_check_file(set_path, key, parts[key]))
     if 'uploads' in parts and not errors:
         with tarfile.open(os.path.join(set_path, parts['uploads']['file']), 'r:gz') as tar:
             count = sum(1 for m in tar.getmembers() if m.isfile())
         if count != parts['uploads']['files']:
             errors.append('uploads: the tarball holds %d files, the set manifest says %d' % (count, parts['uploads']['files']))
     return {'ok': not errors, 'errors': errors, 'manifest': manifest}
+
+
+def _check_file(set_path, key, part, header=None):
+    """Errors of one part file: missing, sha256 differs from the manifest, or (encrypted) not an age file."""
+    path = os.path.join(set_path, part['file'])
+    if not os.path.isfile(path):
+        return ['%s: %s is missing' % (key, part['file'])]
+    if sha256_file(path) != part['sha256']:
+        return ['%s: %s sha256 does not match the set manifest' % (key, part['file'])]
+    if header is not None:
+        with open(path, 'rb') as fh:
+            if fh.read(len(header)) != header:
+                return ['%s: %s is not an age-encrypted file' % (key, part['file'])]
+    return []
+
+
+# --------------------------------------------------------------------------- encryption at rest (age)
+
+def encrypt_set(set_path, manifest, recipients):
+    """Replace every part of a verified set by one age file for ``recipients`` (public keys only).
+
+    The Mongo dump directory is packed into one tar first. Each part keeps its plaintext identity under
+    ``plain`` (file, bytes, sha256), and gets the ciphertext's ``file``/``file_bytes``/``sha256``, so the set
+    verifies without the key and ``decrypt_set`` can prove it got the very bytes back. The plaintext is removed.
+    """
+    if not recipients:
+        raise BackupSetError('encryption is enabled but no recipient public key is configured (backup_encryption_recipients)')
+    parts = manifest['parts']
+    for key in sorted(parts):
+        part = parts[key]
+        if key == 'mongo':
+            # The dump directory is streamed as a tar into age (no plaintext tar on disk); its files are compressed already.
+            plain_rel = os.path.join(part['dir'], part['backup'] + '.tar')
+            dump_dir = os.path.join(set_path, part['dir'], part['backup'])
+            part['plain'] = age_encrypt_tar(dump_dir, part['backup'], os.path.join(set_path, plain_rel + AGE_SUFFIX), recipients)
+            part['plain']['file'] = plain_rel
+            shutil.rmtree(dump_dir)
+            lock = os.path.join(set_path, part['dir'], '.lock')  # mongo_dump's released root lock: nothing to keep
+            if os.path.exists(lock):
+                os.unlink(lock)
+        else:
+            plain_rel = part['file']
+            plain = os.path.join(set_path, plain_rel)
+            part['plain'] = {'file': plain_rel, 'file_bytes': os.path.getsize(plain), 'sha256': sha256_file(plain)}
+            age_encrypt(plain, plain + AGE_SUFFIX, recipients)
+            os.unlink(plain)
+        part.update(file_entry(set_path, plain_rel + AGE_SUFFIX))
+    manifest['encryption'] = {'method': 'age', 'recipients': list(recipients)}
+    return manifest
+
+
+def _encrypt_argv(dest, recipients):
+    argv = [AGE_BINARY, '--encrypt', '--output', dest]
+    for recipient in recipients:
+        argv += ['--recipient', recipient]
+    return argv
+
+
+def _no_age(exc):
+    return BackupSetError('cannot run %s (%s): install the Debian package age (the role does when encryption is enabled)' % (AGE_BINARY, exc))
+
+
+def age_encrypt(source, dest, recipients):
+    _age(_encrypt_argv(dest, recipients) + [source], dest)
+
+
+class _HashingWriter:
+    """A write-only file object that counts and hashes what passes through it."""
+
+    def __init__(self, fh):
+        self.fh = fh
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data):
+        self.sha.update(data)
+        self.size += len(data)
+        return self.fh.write(data)
+
+
+def age_encrypt_tar(directory, arcname, dest, recipients):
+    """Stream a tar of ``directory`` (as ``arcname``) into ``age``; returns the plaintext tar's bytes and sha256."""
+    try:
+        proc = subprocess.Popen(_encrypt_argv(dest, recipients), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    except OSError as exc:
+        raise _no_age(exc)
+    writer = _HashingWriter(proc.stdin)
+    written = False
+    try:
+        with tarfile.open(fileobj=writer, mode='w|') as tar:
+            tar.add(directory, arcname=arcname)
+        proc.stdin.close()
+        written = True
+    except BrokenPipeError:  # age stopped reading: its message below says why
+        pass
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    err = proc.stderr.read()
+    if proc.wait() != 0 or not written:
+        if os.path.lexists(dest):
+            os.unlink(dest)
+        message = err.decode('utf-8', 'replace').strip()[-300:]
+        raise BackupSetError('age encrypt of %s failed (exit %s): %s' % (directory, proc.returncode, message))
+    return {'file_bytes': writer.size, 'sha256': writer.sha.hexdigest()}
+
+
+def age_decrypt(source, dest, identity):
+    """Decrypt with the identity handed over a pipe (``/dev/fd/N``): the private key never touches a disk here."""
+    if len(identity) >= 65536:  # written whole into the pipe before age starts reading it
+        raise BackupSetError('the age identity is larger than 64 KiB; pass only the key(s) needed for this set')
+    read_fd, write_fd = os.pipe()
+    try:
+        os.write(write_fd, identity)
+        os.close(write_fd)
+        write_fd = None
+        _age([AGE_BINARY, '--decrypt', '--identity', '/dev/fd/%d' % read_fd, '--output', dest, source], dest, pass_fds=(read_fd,))
+    finally:
+        os.close(read_fd)
+        if write_fd is not None:
+            os.close(write_fd)
+
+
+def _age(argv, dest, pass_fds=()):
+    try:
+        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False, pass_fds=pass_fds)
+    except OSError as exc:
+        raise _no_age(exc)
+    if proc.returncode != 0:
+        if os.path.lexists(dest):
+            os.unlink(dest)
+        message = proc.stderr.decode('utf-8', 'replace').strip()[-300:]
+        raise BackupSetError('age %s of %s failed (exit %d): %s' % (argv[1].lstrip('-'), argv[-1], proc.returncode, message))
+
+
+def decrypt_set(set_path, dest, identity):
+    """Write a plaintext copy of an encrypted set to ``dest`` (mode 0700) and verify it fully; returns its manifest.
+
+    ``dest`` holds the layout of an unencrypted set (``mongo/<name>/``, ``redis/dump.rdb``, ``uploads/...``) with a
+    plaintext manifest, so everything that restores an unencrypted set restores it. ``dest`` must not exist.
+    """
+    check = verify_set(set_path)
+    if not check['ok']:
+        raise BackupSetError('set %s does not verify: %s' % (os.path.basename(set_path), '; '.join(check['errors'][:5])))
+    manifest = check['manifest']
+    if not manifest.get('encryption'):
+        raise BackupSetError('set %s is not encrypted' % os.path.basename(set_path))
+    os.mkdir(dest, DIR_MODE)
+    try:
+        parts = {}
+        for key, part in sorted(manifest['parts'].items()):
+            plain = part['plain']
+            out = os.path.join(dest, plain['file'])
+            os.makedirs(os.path.dirname(out), DIR_MODE, exist_ok=True)
+            age_decrypt(os.path.join(set_path, part['file']), out, identity)
+            if sha256_file(out) != plain['sha256']:
+                raise BackupSetError('%s: the decrypted %s does not match the sha256 the set recorded' % (key, plain['file']))
+            entry = dict((k, v) for k, v in part.items() if k not in ('plain', 'file', 'file_bytes', 'sha256'))
+            if key == 'mongo':
+                _extract_dump(out, os.path.dirname(out), part['backup'])
+                os.unlink(out)
+            else:
+                entry.update(plain)
+            parts[key] = entry
+        plain_manifest = dict((k, v) for k, v in manifest.items() if k != 'encryption')
+        plain_manifest.update(parts=parts, decrypted_from=set_path)
+        write_set_manifest(dest, plain_manifest)
+        result = verify_set(dest)
+        if not result['ok']:
+            raise BackupSetError('the decrypted set %s does not verify: %s' % (manifest['name'], '; '.join(result['errors'][:5])))
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+    return plain_manifest
+
+
+def _extract_dump(tar_path, dest_dir, name):
+    """Unpack the Mongo dump tar, accepting only regular files and directories under ``<name>/``."""
+    with tarfile.open(tar_path, 'r') as tar:
+        members = tar.getmembers()
+        for member in members:
+            parts = member.name.split('/')
+            if parts[0] != name or '..' in parts or member.name.startswith('/') or not (member.isfile() or member.isdir()):
+                raise BackupSetError('the decrypted Mongo dump holds an unexpected entry %r' % member.name)
+        for member in members:
+            target = os.path.join(dest_dir, member.name)
+            if member.isdir():
+                os.makedirs(target, DIR_MODE, exist_ok=True)
+                continue
+            os.makedirs(os.path.dirname(target), DIR_MODE, exist_ok=True)
+            with tar.extractfile(member) as src, open(target, 'wb') as dst:
+                shutil.copyfileobj(src, dst)
 
 
 def list_sets(sets_dir):
@@ -350,9 +558,7 @@ def run_set(config, now=None):
             record['traceback'] = scrub(traceback.format_exc(), secrets)
     record['finished_at'] = epoch()
     record['duration_seconds'] = record['finished_at'] - started
-    write_record(config, LAST_RUN, record)
-    if record['result'] != 'success':
-        notify(config, 'backup', record)
+    report(config, LAST_RUN, record, 'backup')
     return record
 
 
@@ -391,6 +597,14 @@ def _take_set(config, sets_dir, name, started):
         check = verify_set(partial, workers=int((config.get('mongo') or {}).get('parallel', 1) or 1))
         if not check['ok']:
             raise BackupSetError('the new set %s did not verify, so it was discarded: %s' % (name, '; '.join(check['errors'][:5])))
+        encryption = config.get('encryption') or {}
+        if encryption.get('enabled'):
+            # Encrypted only after the plaintext verified; then the ciphertext is verified like any set.
+            encrypt_set(partial, manifest, encryption.get('recipients') or [])
+            write_set_manifest(partial, manifest)
+            check = verify_set(partial)
+            if not check['ok']:
+                raise BackupSetError('the encrypted set %s did not verify, so it was discarded: %s' % (name, '; '.join(check['errors'][:5])))
         manifest['verified'] = True
         manifest['verified_at'] = epoch()
         write_set_manifest(partial, manifest)
@@ -401,7 +615,12 @@ def _take_set(config, sets_dir, name, started):
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    return {'verified': True, 'size_bytes': size, 'parts': dict((k, _summary(v)) for k, v in parts.items()), 'path': final}
+    finally:
+        if (config.get('encryption') or {}).get('enabled'):
+            # No plaintext copy of the uploads may stay at rest (the next pull is a full one).
+            shutil.rmtree(os.path.join(config['root'], '.staging'), ignore_errors=True)
+    return {'verified': True, 'encrypted': bool((config.get('encryption') or {}).get('enabled')), 'size_bytes': size,
+            'parts': dict((k, _summary(v)) for k, v in parts.items()), 'path': final}
 
 
 def _summary(part):
@@ -409,11 +628,63 @@ def _summary(part):
 
 
 def offsite_copy(config, set_path):
-    """rsync the finished set to the off-site target (``[user@]host:path`` over SSH, or a local path)."""
+    """rsync the finished set to the off-site target (``[user@]host:path`` over SSH, or a local path), then apply
+    the same retention there (``offsite.prune``, default on)."""
     opts = config['offsite']
     target = opts['target'].rstrip('/') + '/'
-    rsync(config, set_path, target, opts.get('ssh_port'), extra=['--partial-dir=.rsync-partial'])
-    return {'target': target, 'result': 'success'}
+    # --delay-updates: the set's files appear together at the end, so a cut transfer leaves no half-new set.
+    rsync(config, set_path, target, opts.get('ssh_port'), extra=['--delay-updates'])
+    out = {'target': target, 'result': 'success'}
+    if opts.get('prune', True):
+        out['retention'] = prune_offsite(config, target, protect=os.path.basename(set_path))
+    return out
+
+
+def list_offsite(config, target):
+    """``[(name, mtime datetime)]`` of the sets at the off-site target: directories holding a set.json.
+
+    One ``rsync --list-only`` (works through rrsync); a set's time is its directory's mtime, which rsync -a
+    keeps from the backup host (when the set was verified).
+    """
+    listing = rsync(config, target, None, (config.get('offsite') or {}).get('ssh_port'), base=('--list-only', '-r'),
+                    extra=['--include=/*/', '--include=/*/%s' % SET_MANIFEST, '--exclude=*'])
+    return parse_offsite_listing(listing)
+
+
+def parse_offsite_listing(listing):
+    dirs, manifests = {}, set()
+    for line in listing.splitlines():
+        fields = line.split(None, 4)
+        if len(fields) != 5:
+            continue
+        mode, _size, day, clock, name = fields
+        if mode.startswith('d') and '/' not in name and not name.startswith('.'):
+            stamp = datetime.datetime.strptime('%s %s' % (day, clock), '%Y/%m/%d %H:%M:%S')
+            dirs[name] = stamp.replace(tzinfo=datetime.timezone.utc)
+        elif name.endswith('/' + SET_MANIFEST) and name.count('/') == 1:
+            manifests.add(name.split('/', 1)[0])
+    return sorted((name, when) for name, when in dirs.items() if name in manifests)
+
+
+def prune_offsite(config, target, protect):
+    """Grandfather-father-son retention at the off-site target, planned from its own listing (so sets whose
+    deletion failed earlier, or that the backup host no longer has, are judged by the same policy), never
+    touching ``protect`` (the set just copied) or anything that is not a set."""
+    keep = config.get('retention') or {}
+    entries = [(name, when, True) for name, when in list_offsite(config, target)]
+    plan = plan_retention(entries, daily=int(keep.get('daily', 7)), weekly=int(keep.get('weekly', 4)),
+                          monthly=int(keep.get('monthly', 3)), yearly=int(keep.get('yearly', 0)), prune_unverified=False,
+                          protect=[protect])
+    pruned = [e['name'] for e in plan['prune'] if e['name'] != protect]
+    if pruned:
+        # An empty source with --delete removes exactly the included set directories at the target.
+        empty = tempfile.mkdtemp(prefix='nodeops-offsite-')
+        try:
+            rsync(config, empty + '/', target, (config.get('offsite') or {}).get('ssh_port'), base=('-r', '--delete'),
+                  extra=['--include=/%s/***' % name for name in pruned] + ['--exclude=*'])
+        finally:
+            os.rmdir(empty)
+    return {'kept': [k['name'] for k in plan['keep']], 'pruned': pruned}
 
 
 def prune_sets(config, sets_dir):
@@ -448,6 +719,17 @@ def write_record(config, name, record):
     write_json_atomic(os.path.join(state, name), record, mode=0o640)
     with open(os.path.join(state, HISTORY), 'a') as fh:
         fh.write(json.dumps(dict(record, kind=name.split('.')[0]), sort_keys=True) + '\n')
+
+
+def report(config, name, record, kind):
+    """Write the record and alert on failure. A record that cannot be written (the state directory's disk is full)
+    goes into ``record_error`` and is alerted on too: the failure must not be lost along with its record."""
+    try:
+        write_record(config, name, record)
+    except OSError as exc:
+        record['record_error'] = 'could not record the run in %s: %s' % (config['state_dir'], exc.strerror or exc)
+    if record['result'] != 'success' or record.get('record_error'):
+        notify(config, kind, record)
 
 
 def notify(config, kind, record):
@@ -488,6 +770,9 @@ def restore_test(config, name='latest'):
         check = verify_set(path)
         if not check['ok']:
             raise BackupSetError('set %s does not verify: %s' % (record['backup'], '; '.join(check['errors'][:5])))
+        if check['manifest'].get('encryption'):
+            raise BackupSetError('set %s is encrypted: the restore test needs the private key, which is never on the backup host; '
+                                 'test restores with playbooks/restore.yml and the key instead' % record['backup'])
         parts = check['manifest']['parts']
         if 'mongo' in parts:
             mongo_root = os.path.join(path, parts['mongo']['dir'])
@@ -526,9 +811,7 @@ def restore_test(config, name='latest'):
                     pass
             client.close()
     record['finished_at'] = epoch()
-    write_record(config, RESTORE_TEST, record)
-    if record['result'] != 'success':
-        notify(config, 'restore-test', record)
+    report(config, RESTORE_TEST, record, 'restore-test')
     return record
 
 
@@ -556,15 +839,18 @@ def main(argv=None):
     sub.add_parser('list', help='list the sets')
     verify = sub.add_parser('verify', help='verify one set against its manifest')
     verify.add_argument('--set', default='latest')
+    decrypt = sub.add_parser('decrypt', help='write a verified plaintext copy of an encrypted set (age identity on stdin)')
+    decrypt.add_argument('--set', default='latest')
+    decrypt.add_argument('--dest', required=True)
     args = parser.parse_args(argv)
     with open(args.config) as fh:
         config = json.load(fh)
     if args.command == 'run':
         out = run_set(config)
-        ok = out['result'] == 'success'
+        ok = out['result'] == 'success' and not out.get('record_error')
     elif args.command == 'restore-test':
         out = restore_test(config, args.set)
-        ok = out['result'] == 'success'
+        ok = out['result'] == 'success' and not out.get('record_error')
     elif args.command == 'freshness':
         out = freshness(config, args.max_age_hours)
         ok = out['fresh']
@@ -572,6 +858,13 @@ def main(argv=None):
         sets_dir = os.path.join(config['root'], 'sets')
         out = {'sets': list_sets(sets_dir), 'latest': read_latest(sets_dir)}
         ok = True
+    elif args.command == 'decrypt':
+        try:
+            out = {'ok': True, 'path': args.dest, 'manifest': decrypt_set(
+                os.path.realpath(os.path.join(config['root'], 'sets', args.set)), args.dest, sys.stdin.buffer.read())}
+        except (BackupSetError, OSError) as exc:
+            out = {'ok': False, 'error': str(exc)}
+        ok = out['ok']
     else:
         result = verify_set(os.path.realpath(os.path.join(config['root'], 'sets', args.set)))
         out = {'ok': result['ok'], 'errors': result['errors']}
