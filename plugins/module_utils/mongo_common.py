@@ -28,7 +28,7 @@ PYMONGO_IMP_ERR = None
 try:
     import pymongo
     from bson.codec_options import CodecOptions
-    from pymongo.errors import ConfigurationError, OperationFailure, PyMongoError, ServerSelectionTimeoutError
+    from pymongo.errors import ConfigurationError, ConnectionFailure, OperationFailure, PyMongoError, ServerSelectionTimeoutError
     HAS_PYMONGO = True
 except ImportError:  # pragma: no cover - exercised through missing_required_lib tests with a patched flag
     pymongo = None
@@ -42,10 +42,13 @@ except ImportError:  # pragma: no cover - exercised through missing_required_lib
     class ConfigurationError(PyMongoError):
         pass
 
+    class ConnectionFailure(PyMongoError):
+        pass
+
     class OperationFailure(PyMongoError):
         pass
 
-    class ServerSelectionTimeoutError(PyMongoError):
+    class ServerSelectionTimeoutError(ConnectionFailure):
         pass
 
 ZSTD_IMP_ERR = None
@@ -283,8 +286,13 @@ def server_info(client):
 
 
 def error_text(exc, secrets=()):
-    """A short, secret-free description of a driver exception."""
-    return scrub('%s: %s' % (type(exc).__name__, _short(exc)), secrets)
+    """A short, secret-free description of a driver exception (saying so plainly when the connection was lost)."""
+    text = '%s: %s' % (type(exc).__name__, _short(exc))
+    if isinstance(exc, ConnectionFailure):
+        # AutoReconnect (server gone), NetworkTimeout, and _OperationCancelled ("operation cancelled": pymongo aborts a
+        # read in flight when the server stops answering its heartbeat) say little to an operator on their own.
+        text = 'lost the connection to the server, which closed it or stopped answering (%s)' % text
+    return scrub(text, secrets)
 
 
 class Cancelled(Exception):

@@ -81,13 +81,20 @@ class HashingWriter(object):
         self.size = 0
 
     def write(self, data):
+        if self._fh is None:  # discarded (aborted writer): the compressor's tail goes nowhere
+            return len(data)
         self.sha256.update(data)
         self.size += len(data)
         self._fh.write(data)
         return len(data)
 
     def flush(self):
-        self._fh.flush()
+        if self._fh is not None:
+            self._fh.flush()
+
+    def discard(self):
+        """Drop every later write (the file is being abandoned)."""
+        self._fh = None
 
     def writable(self):
         return True
@@ -178,18 +185,30 @@ class DataFileWriter(object):
         """Flush, finish the compressed stream, fsync and close; returns the manifest figures."""
         if self.closed:
             return self.figures()
-        self._flush_buffer()
-        if self._stream is not self._hashing:
-            self._stream.close()
-        self._raw.flush()
-        os.fsync(self._raw.fileno())
-        self._raw.close()
+        try:
+            self._flush_buffer()
+            if self._stream is not self._hashing:
+                self._stream.close()
+            self._raw.flush()
+            os.fsync(self._raw.fileno())
+            self._raw.close()
+        except BaseException:
+            self.abort()  # a full disk fails here too; leave nothing half-open behind
+            raise
         self.closed = True
         return self.figures()
 
     def abort(self):
         """Close without caring about the content (error path)."""
         self.closed = True
+        # Close the compressor too, writing into nothing: left open, it flushes into the closed file when garbage-collected
+        # and prints a traceback (or, on a full disk, fails again).
+        self._hashing.discard()
+        if self._stream is not self._hashing:
+            try:
+                self._stream.close()
+            except (OSError, ValueError):
+                pass
         try:
             self._raw.close()
         except OSError:

@@ -477,7 +477,12 @@ def create_partial(root, name):
     os.mkdir(path, DIR_MODE)
     marker = {'pid': os.getpid(), 'host': socket.gethostname(), 'name': name, 'started_at': iso(utc_now()),
               'proc_start': _proc_start_time(os.getpid())}
-    write_json_atomic(os.path.join(path, PARTIAL_MARKER), marker)
+    try:
+        write_json_atomic(os.path.join(path, PARTIAL_MARKER), marker)
+    except BaseException:
+        # without its owner marker (a full disk) nobody could tell it is stale for partial_max_age_hours
+        shutil.rmtree(path, ignore_errors=True)
+        raise
     return path
 
 

@@ -136,7 +136,9 @@ def run_module(module, connect_fn=None):
     except mongo_common.PyMongoError as exc:
         fail('MongoDB at %s refused the %s: %s' % (describe_target(params), params['mode'], error_text(exc, secrets)))
     except OSError as exc:
-        fail('%s: %s%s' % (type(exc).__name__, exc.strerror or exc, ' (%s)' % exc.filename if getattr(exc, 'filename', None) else ''))
+        # a failed write (ENOSPC) names no file: name the backup directory instead
+        where = exc.filename if getattr(exc, 'filename', None) else 'backup_dir %s' % params.get('backup_dir')
+        fail('%s: %s (%s)' % (type(exc).__name__, exc.strerror or exc, where))
     msg = result.pop('msg', '')
     if result.pop('failed', False):
         fail(msg, **result)

@@ -169,3 +169,54 @@ def test_zstd_is_optional(tmp_path, monkeypatch):
         DataFileWriter(str(tmp_path / 'x.bson.zst'), 'zstd', 3)
     assert info.value.details['missing_lib'] == 'zstandard'
     assert not os.path.exists(str(tmp_path / 'x.bson.zst'))
+
+
+@pytest.mark.parametrize('compression', ['gzip', 'none'])
+def test_an_aborted_writer_leaves_no_unraisable_error_behind(tmp_path, compression, monkeypatch):
+    """A dump that fails mid-collection aborts its writer; the compressor must not write its tail into the closed file later.
+
+    (It did: the garbage-collected GzipFile flushed into the closed file and printed a traceback on every failed dump.)
+    """
+    import gc  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+    unraisable = []
+    monkeypatch.setattr(sys, 'unraisablehook', unraisable.append)
+    path = str(tmp_path / 'c.bson')
+    writer = DataFileWriter(path, compression, 1, buffer_size=1024)
+    for raw in docs(200):
+        writer.write_document(raw)
+    writer.abort()
+    size = os.path.getsize(path)
+    del writer
+    gc.collect()
+    assert [repr(u.exc_value) for u in unraisable] == []
+    assert os.path.getsize(path) == size  # nothing written after the abort
+
+
+@pytest.mark.parametrize('compression', ['gzip', 'none'])
+def test_a_writer_whose_close_fails_on_a_full_disk_aborts_itself(tmp_path, compression, monkeypatch):
+    """ENOSPC in the final flush of close(): the writer must end closed, with no compressor left to flush at gc time."""
+    import errno  # pylint: disable=import-outside-toplevel
+    import gc  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+    unraisable = []
+    monkeypatch.setattr(sys, 'unraisablehook', unraisable.append)
+
+    class FullDisk(object):
+        def write(self, data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def flush(self):
+            pass
+
+    writer = DataFileWriter(str(tmp_path / 'c.bson'), compression, 1)
+    writer._hashing._fh = FullDisk()  # pylint: disable=protected-access
+    for raw in docs(3000):  # ~350 KB: all of it still in the writer's 1 MiB buffer
+        writer.write_document(raw)
+    with pytest.raises(OSError) as info:
+        writer.close()
+    assert info.value.errno == errno.ENOSPC
+    assert writer.closed and writer._raw.closed  # pylint: disable=protected-access
+    del writer
+    gc.collect()
+    assert [repr(u.exc_value) for u in unraisable] == []

@@ -143,6 +143,18 @@ def test_stale_partials(tmp_path):
     assert os.path.basename(live) not in stale and '.partial-remote-3' not in stale
 
 
+def test_a_partial_whose_marker_cannot_be_written_is_removed(tmp_path, monkeypatch):
+    """On a full disk the owner marker fails: the directory must not stay behind, unowned, until it is 24 hours old."""
+    from ansible_collections.nodeops.stack.plugins.module_utils import mongo_manifest  # pylint: disable=import-outside-toplevel
+
+    def full_disk(path, obj, mode=0o640):
+        raise OSError(28, 'No space left on device')
+    monkeypatch.setattr(mongo_manifest, 'write_json_atomic', full_disk)
+    with pytest.raises(OSError):
+        create_partial(str(tmp_path), 'n1')
+    assert os.listdir(str(tmp_path)) == []
+
+
 def test_root_lock_is_exclusive(tmp_path):
     root = str(tmp_path)
     with RootLock(root):

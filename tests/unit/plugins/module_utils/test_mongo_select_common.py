@@ -111,3 +111,14 @@ def test_connection_validation(params, message):
     with pytest.raises(MongoBackupError) as info:
         validate_connection_params(params)
     assert message in info.value.msg
+
+
+def test_error_text_says_when_the_connection_was_lost():
+    from pymongo.errors import AutoReconnect, OperationFailure, _OperationCancelled  # pylint: disable=import-outside-toplevel
+    from ansible_collections.nodeops.stack.plugins.module_utils.mongo_common import error_text  # pylint: disable=import-outside-toplevel
+    assert error_text(_OperationCancelled('operation cancelled')) == (
+        'lost the connection to the server, which closed it or stopped answering (_OperationCancelled: operation cancelled)')
+    assert error_text(AutoReconnect('h:1: [Errno 104] Connection reset by peer mongodb://u:pw@h')) == (
+        'lost the connection to the server, which closed it or stopped answering '
+        '(AutoReconnect: h:1: [Errno 104] Connection reset by peer mongodb://u:********@h)')
+    assert error_text(OperationFailure('not authorized', 13)) == 'OperationFailure: not authorized'

@@ -174,3 +174,18 @@ def test_the_argument_spec_matches_the_documentation():
         else:
             assert documented.get('default') is None, name
     assert spec['password'].get('no_log') is True
+
+
+def test_a_write_error_without_a_file_name_names_the_backup_dir(root, monkeypatch):
+    """ENOSPC from a write carries no file name; the message must still say where the disk filled up."""
+    import errno  # pylint: disable=import-outside-toplevel
+    import os  # pylint: disable=import-outside-toplevel
+    from ansible_collections.nodeops.stack.plugins.module_utils import mongo_module  # pylint: disable=import-outside-toplevel
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(mongo_module, 'dump', full_disk)
+    assert fail_msg({'mode': 'dump', 'backup_dir': root, 'host': '127.0.0.1'}) == 'OSError: No space left on device (backup_dir %s)' % root
+    monkeypatch.setattr(mongo_module, 'dump', lambda *a, **k: open(os.path.join(root, 'missing', 'x')))
+    assert fail_msg({'mode': 'dump', 'backup_dir': root, 'host': '127.0.0.1'}) == (
+        'FileNotFoundError: No such file or directory (%s)' % os.path.join(root, 'missing', 'x'))
