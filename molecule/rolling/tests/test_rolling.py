@@ -434,9 +434,10 @@ def test_5_killed_deploys_then_rerun():
         load.stop()
     results_record("5_killed_then_rerun", {"left_by_killed_runs": left, "rerun_rc": rc, "rerun_s": secs, "load": load.summary(),
                                            "lock": re.findall(r"took over the deploy lock[^\n]*\n?[^\n]*", out)[:1]})
-    # the first killed run left the load balancer's lock; the next run broke it at once (else it could not have
-    # drained the canary and switched it, which is where it was killed)
-    assert left["mid_drain"]["lb_lock_owner"].startswith("rolling_update"), left
+    # The first killed run usually leaves the load balancer's lock (its module was killed under it; when the call had
+    # just ended, there is none): the next run broke it at once, else it could not have drained the canary and
+    # switched it, which is where it was killed. The lock-breaking rules themselves: test_nginx_config.py.
+    assert left["mid_drain"]["lb_lock_owner"] in ("",) or left["mid_drain"]["lb_lock_owner"].startswith("rolling_update"), left
     assert left["mid_reload"]["canary_current"] == v2["release_id"], left
     assert rc == 0, out[-5000:]
     assert "took over the deploy lock" in out and "no longer exists" in out
