@@ -11,12 +11,11 @@ import os
 import pathlib
 import re
 import subprocess
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from scenario import EPHEMERAL, ROOT, podman_exec, recap, run_playbook, wait_for  # pylint: disable=import-error
+from scenario import EPHEMERAL, podman_exec, recap, run_playbook, wait_for  # pylint: disable=import-error
 
 pytestmark = pytest.mark.skipif(not EPHEMERAL.is_dir(), reason="needs the molecule scenario's converge")
 
@@ -186,14 +185,14 @@ def test_key_login_for_the_allowed_user_works():
 
 
 def test_password_login_is_refused():
-    rc, out, _ = ssh_from(APP, LB, "deploy", "-o PubkeyAuthentication=no -o PreferredAuthentications=password,keyboard-interactive")
+    rc, out, _seconds = ssh_from(APP, LB, "deploy", "-o PubkeyAuthentication=no -o PreferredAuthentications=password,keyboard-interactive")
     assert rc == 255 and "Permission denied (publickey)" in out, out
 
 
 def test_root_and_users_outside_allowusers_are_refused_even_with_a_valid_key():
-    rc, out, _ = ssh_from(DATA, LB, "root")
+    rc, out, _seconds = ssh_from(DATA, LB, "root")
     assert rc == 255 and "Permission denied" in out, out
-    rc, out, _ = ssh_from(APP, LB, "intruder")
+    rc, out, _seconds = ssh_from(APP, LB, "intruder")
     assert rc == 255 and "Permission denied" in out, out
 
 
@@ -203,7 +202,7 @@ def test_root_and_users_outside_allowusers_are_refused_even_with_a_valid_key():
     ("-o KexAlgorithms=diffie-hellman-group14-sha1", "no matching key exchange"),
 ])
 def test_weak_algorithms_are_refused(option, message):
-    rc, out, _ = ssh_from(DATA, APP, "deploy", option)
+    rc, out, _seconds = ssh_from(DATA, APP, "deploy", option)
     assert rc == 255 and message in out, out
 
 
@@ -234,12 +233,12 @@ def test_unattended_upgrades_take_security_updates_only():
 def test_broken_rule_variable_fails_without_changing_the_live_ruleset():
     before = ruleset(LB)
     candidate = podman_exec(LB, "sha256sum /var/lib/nodeops/hardening/firewall-candidate.nft")
-    rc, out, _ = firewall_run("broken-address", *extra_vars(hardening_firewall_extra_rules=[
+    rc, out, _seconds = firewall_run("broken-address", *extra_vars(hardening_firewall_extra_rules=[
         {"name": "metrics", "ports": [9100], "from": ["10.231.7.300"]}]))
     assert rc != 0 and "failed to validate" in out and "10.231.7.300" in out, out[-3000:]
-    rc, out, _ = firewall_run("broken-port", *extra_vars(hardening_firewall_extra_rules=[{"name": "metrics", "ports": [70000]}]))
+    rc, out, _seconds = firewall_run("broken-port", *extra_vars(hardening_firewall_extra_rules=[{"name": "metrics", "ports": [70000]}]))
     assert rc != 0 and "metrics: port 70000 is not 1-65535" in out, out[-3000:]
-    rc, out, _ = firewall_run("broken-raw", *extra_vars(hardening_firewall_raw_rules=["tcp dport 9100 acept"]))
+    rc, out, _seconds = firewall_run("broken-raw", *extra_vars(hardening_firewall_raw_rules=["tcp dport 9100 acept"]))
     assert rc != 0 and "failed to validate" in out, out[-3000:]
     assert ruleset(LB) == before
     assert podman_exec(LB, "sha256sum /var/lib/nodeops/hardening/firewall-candidate.nft") == candidate
@@ -247,7 +246,7 @@ def test_broken_rule_variable_fails_without_changing_the_live_ruleset():
 
 def test_check_mode_shows_a_change_and_applies_nothing():
     before = ruleset(LB)
-    rc, out, _ = firewall_run("check-mode", "--check", "--diff", *extra_vars(hardening_firewall_extra_rules=[
+    rc, out, _seconds = firewall_run("check-mode", "--check", "--diff", *extra_vars(hardening_firewall_extra_rules=[
         {"name": "metrics", "ports": [9100], "from_groups": ["backup"]}]))
     assert rc == 0, out[-3000:]
     assert "would apply the ruleset" in out and "tcp dport 9100 ip saddr { 10.231.7.30 } accept" in out, out[-3000:]
@@ -262,7 +261,7 @@ LOCKOUT = {"hardening_ssh_allow_from": ["10.231.7.11/32"], "hardening_firewall_c
 def test_unconfirmed_ruleset_is_restored_by_the_timer():
     """Lock the confirming node (backup1) out of lb1's SSH: nothing confirms, the timer puts the old table back."""
     before = ruleset(LB)
-    rc, out, _ = firewall_run("lockout-timer", *extra_vars(hardening_firewall_rollback_on_failure=False, **LOCKOUT))
+    rc, out, _seconds = firewall_run("lockout-timer", *extra_vars(hardening_firewall_rollback_on_failure=False, **LOCKOUT))
     assert rc != 0 and "was not confirmed" in out and "comes back within 15 s" in out, out[-3000:]
     # Right after the failed run the new table is live and the rollback is pending...
     assert ruleset(LB) != before
@@ -277,7 +276,7 @@ def test_unconfirmed_ruleset_is_restored_by_the_timer():
 
 def test_unconfirmed_ruleset_is_restored_at_once_by_default():
     before = ruleset(LB)
-    rc, out, _ = firewall_run("lockout-immediate", *extra_vars(**LOCKOUT))
+    rc, out, _seconds = firewall_run("lockout-immediate", *extra_vars(**LOCKOUT))
     assert rc != 0 and "was not confirmed" in out and "was restored" in out, out[-3000:]
     assert ruleset(LB) == before
     assert podman_exec(LB, "systemctl is-active nodeops-firewall-rollback.timer", check=False).strip() != "active"
@@ -285,10 +284,10 @@ def test_unconfirmed_ruleset_is_restored_at_once_by_default():
 
 def test_normal_run_after_the_failures_changes_no_live_rule():
     before = ruleset(LB)
-    rc, out, _ = firewall_run("restore")
+    rc, out, _seconds = firewall_run("restore")
     assert rc == 0, out[-3000:]
     assert "applying the ruleset" not in out
-    rc, out, _ = firewall_run("restore-again")
+    rc, out, _seconds = firewall_run("restore-again")
     assert rc == 0 and recap(out)[LB]["changed"] == 0, out[-3000:]
     assert ruleset(LB) == before
 

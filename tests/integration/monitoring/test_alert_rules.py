@@ -574,7 +574,7 @@ def test_every_runbook_link_resolves_to_its_section_of_the_operations_guide(vari
         text = handle.read()
     anchors = markdown_anchors(text)
     for name, rule in sorted(variant.rules.items()):
-        url, _, fragment = rule["annotations"]["runbook_url"].partition("#")
+        url, _hash, fragment = rule["annotations"]["runbook_url"].partition("#")
         assert url == variant.vars["monitoring_alert_runbook_url"], name
         assert fragment in anchors, "%s: runbook anchor #%s is not in %s" % (name, fragment, OPERATIONS)
         # The next heading after the explicit anchor is the section about this alert.
