@@ -72,8 +72,9 @@ promtool: system-deps  ## promtool from Debian's prometheus package (.cache/bin)
 	fi
 	@$(CACHE)/bin/promtool --version 2>&1 | head -1
 
-lab-image: system-deps  ## build the lab node image (cached by recipe hash)
+lab-image: system-deps  ## build the lab node image (cached by recipe hash); raise the host's inotify limit for many systemd nodes
 	@$(ROOT)/lab/image/build.sh
+	@$(ROOT)/lab/host-limits.sh
 
 collection-link:  ## expose this checkout as nodeops.stack under .cache/collections
 	@mkdir -p $(CACHE)/collections/ansible_collections/nodeops

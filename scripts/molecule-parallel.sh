@@ -55,6 +55,8 @@ for s in "$@"; do
   echo "| $name | $([[ $rc -eq 0 ]] && echo passed || echo "FAILED (rc=$rc)") | $secs |"
   [[ $rc -eq 0 ]] || failed=1
 done
+# Keep the last time of scenarios not run this time, so the next ordering still knows them.
+awk -F'\t' 'NR == FNR {run[$1] = 1; next} !($1 in run)' "$TIMES.new" "$TIMES" >>"$TIMES.new" 2>/dev/null || true
 mv "$TIMES.new" "$TIMES"
 
 for s in "$@"; do
@@ -62,6 +64,16 @@ for s in "$@"; do
   if [[ $rc -ne 0 ]]; then
     echo; echo "=================== molecule:$s log ($LOGS/$s.log)"
     cat "$LOGS/$s.log"
+  fi
+done
+# CI keeps only the tail of the output: end with why each failed scenario failed.
+for s in "$@"; do
+  IFS=$'\t' read -r _ rc _ <"$LOGS/$s.result" 2>/dev/null || rc=99
+  if [[ $rc -ne 0 ]]; then
+    echo; echo "=================== molecule:$s failure summary"
+    sed -E 's/\x1b\[[0-9;]*m//g; s/^ *│ ?//' "$LOGS/$s.log" \
+      | grep -aE '^ *(FAILED|ERROR) |^ *E  +|fatal: \[|FAILED!|short test summary|[0-9]+ (passed|failed)' \
+      | cut -c1-400 | tail -n 40
   fi
 done
 exit "$failed"
