@@ -56,7 +56,8 @@ for s in "$@"; do
   [[ $rc -eq 0 ]] || failed=1
 done
 # Keep the last time of scenarios not run this time, so the next ordering still knows them.
-awk -F'\t' 'NR == FNR {run[$1] = 1; next} !($1 in run)' "$TIMES.new" "$TIMES" >>"$TIMES.new" 2>/dev/null || true
+kept=$(awk -F'\t' 'NR == FNR {run[$1] = 1; next} !($1 in run)' "$TIMES.new" "$TIMES" 2>/dev/null || true)
+[[ -z "$kept" ]] || printf '%s\n' "$kept" >>"$TIMES.new"
 mv "$TIMES.new" "$TIMES"
 
 for s in "$@"; do
