@@ -98,6 +98,10 @@ demo: lab-up node-tools  ## the main job on the built-in lab: site.yml, rolling 
 
 demo-clean: lab-down  ## tear the demo down
 
+.PHONY: bench
+bench: venv node-tools promtool lab-image collection-link  ## every benchmark in turn (scripts/bench.sh; hours on 2 cores), tables in benchmarks/results
+	@$(ROOT)/scripts/bench.sh $(BENCHMARKS)
+
 # ---------------------------------------------------------------- tests
 .PHONY: test lint yamllint ansible-lint sanity changelog-lint build unit app-test integration molecule
 test: ## the whole suite; prints the time of each stage

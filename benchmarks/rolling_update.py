@@ -20,7 +20,7 @@ shows what each node's clients see: a PM2 cluster reload against a stop/start.
 Run from the repository root, with the scenario's nodes up:
 
     .venv/bin/molecule converge -s rolling       # or: create + converge; leaves the nodes running
-    .venv/bin/python benchmarks/rolling_update.py [--steady 20]
+    .venv/bin/python benchmarks/rolling_update.py [--steady 20] [--runs 3]
     .venv/bin/molecule destroy -s rolling
 
 It writes benchmarks/results/rolling_update.json and .md (command line, machine note) and
@@ -172,8 +172,11 @@ def measured_rollout(inventory, logdir, label, run, steady):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--steady', type=float, default=20, help='seconds of steady-state load before each rollout')
+    parser.add_argument('--runs', type=int, default=1, help='measured role + naive pairs (default 1); the summary shows medians')
     parser.add_argument('--out', default=os.path.join(ROOT, 'benchmarks', 'results'), help='output directory')
     args = parser.parse_args()
+    if args.runs < 1:
+        parser.error('--runs must be at least 1, got %d' % args.runs)
     inventory = find_inventory()
     logdir = os.path.join(args.out, 'raw', 'rolling_update')
     os.makedirs(logdir, exist_ok=True)
@@ -204,19 +207,28 @@ def main():
         return {'rc': rc, 'wall_s': secs, 'floor_s': round(floor, 1), 'drain_waits_s': [round(x, 2) for x in drain_waits],
                 'nodes': {n: {k: hist.get(n, {}).get(k) for k in ('reload_s', 'node_gate_s', 'lb_gate_s', 'total_s')} for n in APPS}}
 
-    role = measured_rollout(inventory, logdir, 'rolling_update role', role_run, args.steady)
+    runs = []
+    for index in range(args.runs):
+        if index:
+            # From the naive runbook's release back to v1 through the role (not measured).
+            rc, secs, log = deploy(inventory, os.path.join(logdir, 'setup-v1-%d.log' % index), v1)
+            if rc != 0:
+                sys.exit('could not put the fleet back on v1 (rc %s), see %s/setup-v1-%d.log' % (rc, logdir, index))
+        role = measured_rollout(inventory, logdir, 'rolling_update role', role_run, args.steady)
 
-    # Back to v1 through the role (not measured), then the naive runbook.
-    rc, secs, log = playbook(inventory, os.path.join(logdir, 'setup-rollback.log'), os.path.join(ROOT, 'playbooks', 'rollback.yml'))
-    if rc != 0:
-        sys.exit('could not roll the fleet back to v1 (rc %s), see %s/setup-rollback.log' % (rc, logdir))
+        # Back to v1 through the role (not measured), then the naive runbook.
+        rc, secs, log = playbook(inventory, os.path.join(logdir, 'setup-rollback.log'), os.path.join(ROOT, 'playbooks', 'rollback.yml'))
+        if rc != 0:
+            sys.exit('could not roll the fleet back to v1 (rc %s), see %s/setup-rollback.log' % (rc, logdir))
 
-    def naive_run():
-        rc, secs, _log = playbook(inventory, os.path.join(logdir, 'naive-v2.log'), os.path.join(ROOT, 'benchmarks', 'naive_rollout.yml'),
-                                  '-e', 'naive_artifact=%s' % v2['path'], '-e', 'naive_release_id=naive-2.0.0')
-        return {'rc': rc, 'wall_s': secs}
+        def naive_run(index=index):
+            rc, secs, _log = playbook(inventory, os.path.join(logdir, 'naive-v2.log'), os.path.join(ROOT, 'benchmarks', 'naive_rollout.yml'),
+                                      '-e', 'naive_artifact=%s' % v2['path'], '-e', 'naive_release_id=naive-2.0.0-%d' % index)
+            return {'rc': rc, 'wall_s': secs}
 
-    naive = measured_rollout(inventory, logdir, 'naive runbook (stop, replace, start; serial 1; no drain)', naive_run, args.steady)
+        naive = measured_rollout(inventory, logdir, 'naive runbook (stop, replace, start; serial 1; no drain)', naive_run, args.steady)
+        runs.append({'role': role, 'naive': naive})
+        print('run %d of %d: role %.1f s, naive %.1f s' % (index + 1, args.runs, role['wall_s'], naive['wall_s']), flush=True)
 
     # Leave the fleet consistent: the role takes it to v2 (its own release directory).
     deploy(inventory, os.path.join(logdir, 'cleanup-v2.log'), v2)
@@ -224,11 +236,14 @@ def main():
     machine = 'Machine: %d CPU(s), Python %s, %s; %s; load average at the end %s (other work on the machine skews the numbers)' % (
         os.cpu_count(), platform.python_version(), platform.platform(), time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
         '/'.join('%.2f' % x for x in os.getloadavg()))
-    command = '.venv/bin/python benchmarks/rolling_update.py' + (' --steady %g' % args.steady if args.steady != 20 else '')
+    command = ('.venv/bin/python benchmarks/rolling_update.py' + (' --steady %g' % args.steady if args.steady != 20 else '')
+               + (' --runs %d' % args.runs if args.runs != 1 else ''))
+    # The detailed tables show the run with the median role wall time; the summary covers every run.
+    median_run = sorted(runs, key=lambda r: r['role']['wall_s'])[(len(runs) - 1) // 2]
     data = {'command': command, 'machine': machine, 'load': {'lb': '%d req/s, %d keep-alive connections, HTTPS, GET /' % (RATE, CONCURRENCY),
                                                              'post': '%d req/s, 2 keep-alive connections, HTTPS, POST /echo (never retried)' % RATE_POST,
                                                              'direct': '20 req/s, 2 connections, HTTP, GET / on app1'},
-            'role': role, 'naive': naive}
+            'role': median_run['role'], 'naive': median_run['naive'], 'runs': runs, 'summary': summarize(runs)}
     with open(os.path.join(args.out, 'rolling_update.json'), 'w') as handle:
         json.dump(data, handle, indent=2, sort_keys=True)
         handle.write('\n')
@@ -238,14 +253,42 @@ def main():
     print(md)
 
 
+def median(values):
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return None
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else round((values[mid - 1] + values[mid]) / 2, 3)
+
+
+def summarize(runs):
+    """Medians over the runs, and ratios measured side by side (role and naive in the same run)."""
+    out = {'runs': len(runs)}
+    for key in ('role', 'naive'):
+        rows = [r[key] for r in runs]
+        out[key] = {'wall_s': median([r['wall_s'] for r in rows]),
+                    'failed_lb': sum(r['lb_rollout']['failed'] for r in rows),
+                    'requests_lb': sum(r['lb_rollout']['total'] for r in rows),
+                    'failed_post': sum(r['post_rollout']['failed'] for r in rows),
+                    'failed_direct': sum(r['direct_rollout']['failed'] for r in rows),
+                    'p99_ratio': median([r['lb_rollout']['p99_ms'] / r['lb_steady']['p99_ms']
+                                         for r in rows if r['lb_rollout']['p99_ms'] and r['lb_steady']['p99_ms']])}
+    out['role']['floor_s'] = median([r['role']['floor_s'] for r in runs])
+    out['role_over_floor'] = median([r['role']['wall_s'] / r['role']['floor_s'] for r in runs if r['role']['floor_s']])
+    out['role_over_naive'] = median([r['role']['wall_s'] / r['naive']['wall_s'] for r in runs if r['naive']['wall_s']])
+    return out
+
+
 def render(d):
     role, naive = d['role'], d['naive']
+    summary = d.get('summary')
     lines = ['# rolling_update benchmark', '', '`%s`' % d['command'], '', d['machine'], '',
-             'Load: through the load balancer %s, and %s; straight at a node %s.' % (d['load']['lb'], d['load']['post'], d['load']['direct']), '',
-             '## 3-node rollout v1 -> v2', '',
-             '| | wall (s) | floor (s) | failed GET via LB | retries via LB | LB reloads | failed POST via LB | failed direct to app1 '
-             '| p50 steady (ms) | p50 rollout (ms) | p99 steady (ms) | p99 rollout (ms) | versions via LB |',
-             '|---|---|---|---|---|---|---|---|---|---|---|---|---|']
+             'Load: through the load balancer %s, and %s; straight at a node %s.' % (d['load']['lb'], d['load']['post'], d['load']['direct']), '']
+    lines += render_summary(summary)
+    lines += ['## 3-node rollout v1 -> v2 (the run with the median role wall time)', '',
+              '| | wall (s) | floor (s) | failed GET via LB | retries via LB | LB reloads | failed POST via LB | failed direct to app1 '
+              '| p50 steady (ms) | p50 rollout (ms) | p99 steady (ms) | p99 rollout (ms) | versions via LB |',
+              '|---|---|---|---|---|---|---|---|---|---|---|---|---|']
     for row in (role, naive):
         lines.append('| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |' % (
             row['label'], row['wall_s'], row.get('floor_s', '-'), row['lb_rollout']['failed'], row['lb_rollout']['retries'], row['lb_reloads'],
@@ -265,6 +308,26 @@ def render(d):
               'generator\'s keep-alive-race retries (a GET sent in the instant an nginx reload\'s old worker closed its idle '
               'connection; idle connections it finds closed before sending are reconnected, not retried).', '']
     return '\n'.join(lines)
+
+
+def round2(value):
+    return '-' if value is None else round(value, 2)
+
+
+def render_summary(summary):
+    if not summary:
+        return []
+    role, naive = summary['role'], summary['naive']
+    role_row = (role['wall_s'], role['floor_s'], role['failed_lb'], role['requests_lb'], role['failed_post'], role['failed_direct'],
+                round2(role['p99_ratio']))
+    naive_row = (naive['wall_s'], naive['failed_lb'], naive['requests_lb'], naive['failed_post'], naive['failed_direct'], round2(naive['p99_ratio']))
+    ratios = (round2(summary['role_over_floor']), round2(summary['role_over_naive']))
+    return ['## Summary over %d run(s) (medians; failures summed over every run)' % summary['runs'], '',
+            '| | median wall (s) | median floor (s) | failed GET via LB | failed POST via LB | failed direct to app1 | median p99 rollout / steady |',
+            '|---|---|---|---|---|---|---|',
+            '| rolling_update role | %s | %s | %s of %s | %s | %s | %s |' % role_row,
+            '| naive runbook | %s | - | %s of %s | %s | %s | %s |' % naive_row,
+            '', 'Ratios measured side by side in each run (medians): role wall / floor %s, role wall / naive wall %s.' % ratios, '']
 
 
 if __name__ == '__main__':
