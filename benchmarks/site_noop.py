@@ -41,6 +41,9 @@ def inventory(workdir, nodes, host_vars=None):
     releases, _listed = benchlib.ensure_releases()
     host_vars = {host: dict(values) for host, values in (host_vars or {}).items()}
     host_vars.setdefault('app1', {})['nodeops_lab_releases_dir'] = releases
+    for host, _name, _address, _groups in nodes.nodes:
+        # connection_settings logs in over ssh as root (with a key); site.yml's hardening must keep allowing that.
+        host_vars.setdefault(host, {})['hardening_ssh_permit_root_login'] = 'prohibit-password'
     return benchlib.write_inventory(workdir, nodes, host_vars=host_vars)
 
 

@@ -10,6 +10,8 @@ Tests run in file order:
    node, versions, PM2 online, certificate days, the age of that backup, no flags, changed=0
 3. status.yml in check mode with a backup record missing and a memory threshold every node exceeds:
    flags raised, the run fails on request (status_fail_on_flags), still changed=0
+   site.yml's hardening play: each node's nftables ruleset rendered from the inventory groups and
+   checked, never loaded into this machine's namespace; sshd hardened on the node's own address
 4. maintenance.yml: invalid state refused; on -> 503 maintenance page through the LB; on again ->
    changed=0; off in check mode -> still 503; off -> 200
 
@@ -23,6 +25,7 @@ import os
 import re
 import socket
 import ssl
+import subprocess
 import tempfile
 
 import pytest
@@ -155,6 +158,28 @@ def test_each_service_binds_its_own_node_address_only():
             assert sock.connect_ex((unused, port)) != 0, "something answers on %s:%d" % (unused, port)
         finally:
             sock.close()
+
+
+def test_hardening_renders_each_tier_ruleset_and_never_loads_it_here():
+    """site.yml's last play hardens every node. Lab nodes share this machine's network namespace, so the lab inventory
+    has the ruleset rendered and checked (nft -c in a private namespace), never loaded: this machine has no such table.
+    Each node's rules come from its inventory groups; sshd refuses root and passwords, on the node's own address."""
+    here = subprocess.run(["nft", "list", "table", "inet", "nodeops_firewall"], capture_output=True, text=True, check=False)
+    assert here.returncode != 0, "the lab loaded a node's ruleset into this machine's namespace:\n" + here.stdout
+    candidate = "cat /var/lib/nodeops/hardening/firewall-candidate.nft"
+    ssh_rule = "tcp dport 2222 ip saddr { 127.0.0.0/8 } accept"
+    lb_rules = podman_exec(LB, candidate)
+    assert "tcp dport { 80, 443 } accept" in lb_rules and ssh_rule in lb_rules, lb_rules
+    for app, address in APPS.items():
+        rules = podman_exec(app, candidate)
+        assert "tcp dport 3000 ip saddr { %s } accept" % LB_ADDRESS in rules and ssh_rule in rules, rules
+        assert "dport { 80, 443 }" not in rules, rules
+        sshd = podman_exec(app, "/usr/sbin/sshd -T")
+        for line in ("permitrootlogin no", "passwordauthentication no", "listenaddress %s:2222" % address):
+            assert line in sshd.splitlines(), sshd
+    data_rules = podman_exec(DATA, candidate)
+    assert "tcp dport 6379 ip saddr { %s } accept" % ", ".join(sorted(APPS.values())) in data_rules, data_rules
+    assert "tcp dport 3000" not in data_rules, data_rules
 
 
 # ----------------------------------------------------------------------------- 2. status.yml
