@@ -10,8 +10,8 @@
 # site_noop, connection_settings and scale start their own nodeops-bench-* containers
 # (addresses 127.0.2.1-60). Environment knobs: BENCH_RUNS (repeats of site_noop and
 # connection_settings, default 3), BENCH_ROLLING_RUNS (rollout pairs, default 1),
-# BENCH_MONGO_SIZES (MB, default 100,1000: the published table), BENCH_SCALE_NODES
-# (default 5,10,20), BENCH_LOCK (a lock file: every
+# BENCH_MONGO_SIZES (MB, default 100,1000: the published table), BENCH_SCALE_CELLS
+# (space-separated N:serial cells, default the published table's six), BENCH_LOCK (a lock file: every
 # step that starts containers runs under `flock $BENCH_LOCK`, for machines shared with
 # other molecule runs).
 set -euo pipefail
@@ -49,7 +49,11 @@ for name in "${SELECTED[@]}"; do
       # Reuses site_noop's converged nodes when it ran just before (and removes them).
       if [[ " ${SELECTED[*]} " == *" site_noop "* ]]; then skip=(--skip-converge); else skip=(); fi
       heavy "$PY" benchmarks/connection_settings.py --runs "$RUNS" "${skip[@]}" ;;
-    scale) heavy "$PY" benchmarks/scale.py --nodes "${BENCH_SCALE_NODES:-5,10,20}" ;;
+    scale)
+      # The published table's cells (node count:serial ramp); 20 nodes at [1, 1] alone would take longer than all of these.
+      cells=()
+      for cell in ${BENCH_SCALE_CELLS:-5:1,100% 10:1,100% 20:1,100% 5:1,1 10:1,25% 20:1,25%}; do cells+=(--cell "$cell"); done
+      heavy "$PY" benchmarks/scale.py "${cells[@]}" ;;
     *) echo "unknown benchmark: $name (one of: ${ALL[*]})" >&2; exit 2 ;;
   esac
 done
