@@ -4,14 +4,14 @@ Tests run in file order:
 
 1. HTTPS through the load balancer with a real TLS handshake (certificate verified against the
    load balancer's own certificate, hostname checked), the app's /health with its redis check ok
-   (the app reaches the data node's redis with the password), both app nodes serving
+   (the app reaches the data node's redis with the password), both app nodes serving; site.yml's
+   hardening play: each node's nftables ruleset rendered from the inventory groups and checked,
+   never loaded into this machine's namespace; sshd hardened on the node's own address
 2. backup.yml (site.yml's backup tier): a verified set with the Mongo dump (wire-protocol test
    server), the Redis RDB and the uploads pulled over SSH; then status.yml: JSON report with every
    node, versions, PM2 online, certificate days, the age of that backup, no flags, changed=0
 3. status.yml in check mode with a backup record missing and a memory threshold every node exceeds:
    flags raised, the run fails on request (status_fail_on_flags), still changed=0
-   site.yml's hardening play: each node's nftables ruleset rendered from the inventory groups and
-   checked, never loaded into this machine's namespace; sshd hardened on the node's own address
 4. maintenance.yml: invalid state refused; on -> 503 maintenance page through the LB; on again ->
    changed=0; off in check mode -> still 503; off -> 200
 
