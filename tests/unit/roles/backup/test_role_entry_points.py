@@ -74,7 +74,7 @@ def test_check_mode_renders_the_upload_plan_with_the_manifest_last_and_uploads_n
         'files': ['mongo/%s/manifest.json' % name, 'mongo/%s/shop/orders.bson.gz' % name, 'redis/dump.rdb',
                   'uploads/uploads.tar.gz', 'set.json.sha256', 'set.json'],
     }
-    assert 'Upload the set with amazon.aws.s3_object' in out and 'not-a-real-secret' not in out
+    assert "Upload the set's files with amazon.aws.s3_object" in out and 'not-a-real-secret' not in out
 
 
 @pytest.mark.parametrize('extra, expected', [
