@@ -27,20 +27,25 @@ def test_inventory_graph_and_groups(env_name, tmp_path):
         assert hostvars.get('nodeops_node_address'), '%s has no nodeops_node_address' % host
 
 
-def run_validation(env_name, tmp_path, *extra):
+def run_role_validation(env_name, tmp_path, group, role, *extra):
+    """Include ROLE's validate tasks on the first host of GROUP of an environment's inventory (locally)."""
     playbook = tmp_path / 'validate.yml'
     playbook.write_text('''---
-- hosts: app
+- hosts: %s
   gather_facts: false
   connection: local
   tasks:
     - ansible.builtin.include_role:
-        name: nodeops.stack.node
+        name: nodeops.stack.%s
         tasks_from: validate
-''')
-    proc = subprocess.run([os.path.join(VENV_BIN, 'ansible-playbook'), '-i', inventory(env_name), str(playbook), '--limit', 'app[0]'] + list(extra),
+''' % (group, role))
+    proc = subprocess.run([os.path.join(VENV_BIN, 'ansible-playbook'), '-i', inventory(env_name), str(playbook), '--limit', group + '[0]'] + list(extra),
                           cwd=str(tmp_path), env=playbook_env(tmp_path), capture_output=True, text=True, timeout=120, check=False)
     return proc.returncode, proc.stdout + proc.stderr
+
+
+def run_validation(env_name, tmp_path, *extra):
+    return run_role_validation(env_name, tmp_path, 'app', 'node', *extra)
 
 
 def test_production_refuses_placeholder_secrets(tmp_path):
@@ -57,4 +62,23 @@ def test_production_accepts_real_secrets(tmp_path):
 
 def test_staging_allows_placeholders(tmp_path):
     returncode, out = run_validation('staging', tmp_path)
+    assert returncode == 0, out[-3000:]
+
+
+def run_hardening_validation(env_name, tmp_path, *extra):
+    returncode, out = run_role_validation(env_name, tmp_path, 'lb', 'hardening', *extra)
+    return returncode, ' '.join(out.split())
+
+
+@pytest.mark.parametrize('env_name', ['development', 'staging', 'production'])
+def test_example_inventories_ssh_allow_list_placeholder_is_refused_until_replaced(env_name, tmp_path):
+    returncode, out = run_hardening_validation(env_name, tmp_path)
+    assert returncode != 0
+    assert "hardening_ssh_allow_from holds ['198.51.100.0/24'], documentation addresses" in out, out[-3000:]
+    returncode, out = run_hardening_validation(env_name, tmp_path, '-e', '{"hardening_ssh_allow_from": ["10.20.0.5/32", "2001:db9::/48"]}')
+    assert returncode == 0, out[-3000:]
+
+
+def test_lab_inventory_ssh_allow_list_passes(tmp_path):
+    returncode, out = run_hardening_validation('lab', tmp_path)
     assert returncode == 0, out[-3000:]
