@@ -845,6 +845,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     with open(args.config) as fh:
         config = json.load(fh)
+    if args.command in ('run', 'restore-test'):
+        # What the timer's units set (UMask=0077); cron and by-hand runs would otherwise write with the caller's umask.
+        os.umask(0o077)
     if args.command == 'run':
         out = run_set(config)
         ok = out['result'] == 'success' and not out.get('record_error')

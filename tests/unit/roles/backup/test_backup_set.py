@@ -129,6 +129,19 @@ def test_a_failed_run_records_the_failure_masks_secrets_and_calls_the_webhook(tm
     assert bs.main(['--config', _write(tmp_path, config), 'freshness', '--max-age-hours', '1']) == 1
 
 
+def test_scheduled_commands_write_private_files_whatever_the_callers_umask(tmp_path):
+    # The timer's units set UMask=0077; the cron fallback and by-hand runs come with the caller's umask (022 here).
+    config = {'root': str(tmp_path / 'root'), 'state_dir': str(tmp_path / 'state'),
+              'mongo': {'enabled': True, 'uri': 'mongodb://127.0.0.1:1/?directConnection=true', 'connect_timeout': 0.5}}
+    previous = os.umask(0o022)
+    try:
+        assert bs.main(['--config', _write(tmp_path, config), 'run']) == 1
+    finally:
+        os.umask(previous)
+    written = [os.path.join(d, f) for d, _dirs, files in os.walk(str(tmp_path / 'state')) for f in files]
+    assert written and all(os.stat(p).st_mode & 0o077 == 0 for p in written), [(p, oct(os.stat(p).st_mode)) for p in written]
+
+
 def _write(tmp_path, config):
     path = str(tmp_path / 'config.json')
     with open(path, 'w') as fh:
