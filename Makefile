@@ -28,8 +28,10 @@ export PATH := $(BIN):$(NODE_BIN):$(CACHE)/bin:$(PATH)
 export PYTHONDONTWRITEBYTECODE := 1
 
 # Debian packages the lab, the tests and the demo use on the controller.
+# nftables: the nft CLI only (its service stays disabled), for the tests that check this
+# machine's own ruleset is untouched by the hardening role.
 SYSTEM_PACKAGES := podman runc debootstrap uidmap slirp4netns git curl tar xz-utils \
-	openssl redis-server nginx wrk ca-certificates shellcheck age
+	openssl redis-server nginx wrk ca-certificates shellcheck age nftables
 
 .PHONY: help
 help:  ## list targets
