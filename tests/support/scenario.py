@@ -16,6 +16,8 @@ ROOT = pathlib.Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", pathlib.Path(__
 EPHEMERAL = pathlib.Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent"))
 INVENTORY = os.environ.get("MOLECULE_INVENTORY_FILE", str(EPHEMERAL / "inventory" / "ansible_inventory.yml"))
 CONTAINERS_CONF = str(ROOT / "lab" / "containers.conf")
+# podman, with exec into a running node done straight through runc (lab/bin/podman-runc).
+PODMAN = str(ROOT / "lab" / "bin" / "podman-runc")
 RECAP_LINE = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 
@@ -63,7 +65,7 @@ def recap(output):
 
 def podman_exec(container, command, check=True, timeout=120):
     """Run a shell command in a node; returns stdout (raises AssertionError on failure when ``check``)."""
-    proc = subprocess.run(["podman", "exec", container, "sh", "-c", command], capture_output=True, text=True,
+    proc = subprocess.run([PODMAN, "exec", container, "sh", "-c", command], capture_output=True, text=True,
                           env=dict(os.environ, CONTAINERS_CONF=CONTAINERS_CONF), timeout=timeout, check=False)
     if check and proc.returncode != 0:
         raise AssertionError("%s: %s failed (%s): %s" % (container, command, proc.returncode, proc.stderr))
