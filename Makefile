@@ -11,7 +11,6 @@ ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
 VENV := $(ROOT)/.venv
 BIN := $(VENV)/bin
 CACHE := $(ROOT)/.cache
-STAGES := $(ROOT)/scripts/stage.sh
 NODE_BIN := $(CACHE)/node/bin
 SAMPLE_APP := $(ROOT)/tests/support/sample_app
 # Not in `make test`: lab (a substrate check that site covers).
@@ -106,19 +105,8 @@ bench: venv node-tools promtool lab-image collection-link  ## every benchmark in
 
 # ---------------------------------------------------------------- tests
 .PHONY: test lint yamllint ansible-lint sanity changelog-lint build unit app-test integration molecule
-test: ## the whole suite; prints the time of each stage
-	@rm -f $(CACHE)/stage-times.tsv
-	@$(STAGES) setup $(MAKE) --no-print-directory deps
-	@$(STAGES) yamllint $(MAKE) --no-print-directory yamllint
-	@$(STAGES) ansible-lint $(MAKE) --no-print-directory ansible-lint
-	@$(STAGES) changelog-lint $(MAKE) --no-print-directory changelog-lint
-	@$(STAGES) build $(MAKE) --no-print-directory build
-	@$(STAGES) sanity $(MAKE) --no-print-directory sanity
-	@$(STAGES) unit $(MAKE) --no-print-directory unit
-	@$(STAGES) app-test $(MAKE) --no-print-directory app-test
-	@$(STAGES) integration $(MAKE) --no-print-directory integration
-	@$(STAGES) molecule $(MAKE) --no-print-directory molecule
-	@$(STAGES) --report
+test: ## the whole suite: setup, then the checks (lint, sanity, unit, integration) beside molecule; prints each stage's time
+	@$(ROOT)/scripts/test.sh
 
 lint: yamllint ansible-lint changelog-lint  ## yamllint + ansible-lint (production) + changelog lint
 

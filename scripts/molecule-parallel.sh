@@ -3,9 +3,12 @@
 # its output in .cache/molecule-logs/<scenario>.log, and print a table of their
 # wall times. Scenarios never share containers or addresses (each has its own
 # nodeops-mol-<scenario>-* names and 127.0.1.x range), so they can overlap.
-# Scenarios are started longest first (by the last recorded time) so the slow
-# one does not start last. A failed scenario's log is printed in full; the
-# exit status is non-zero if any scenario failed.
+# Scenarios are started longest first (by the last recorded time, else by
+# molecule/durations.tsv, the times of a recent full run, so a clean clone
+# also starts the slow one first). While the process MOLECULE_HOLD_PID runs
+# (make test's lint/unit/integration stream), one slot is left to it. A failed
+# scenario's log is printed in full; the exit status is non-zero if any
+# scenario failed.
 #
 #   scripts/molecule-parallel.sh lab node nginx_tls ...
 set -uo pipefail
@@ -13,15 +16,29 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 JOBS="${MOLECULE_JOBS:-2}"
 LOGS="$ROOT/.cache/molecule-logs"
 TIMES="$ROOT/.cache/molecule-times.tsv"
+KNOWN_TIMES="$ROOT/molecule/durations.tsv"
+HOLD_PID="${MOLECULE_HOLD_PID:-}"
+# Ansible reaches the scenarios' nodes through lab/bin/podman-runc (podman exec without podman's own cost).
+export MOLECULE_PODMAN_EXECUTABLE="${MOLECULE_PODMAN_EXECUTABLE:-$ROOT/lab/bin/podman-runc}"
 mkdir -p "$LOGS"
 [[ $# -gt 0 ]] || { echo "usage: $0 SCENARIO..." >&2; exit 2; }
 [[ "$JOBS" =~ ^[1-9][0-9]*$ ]] || { echo "MOLECULE_JOBS must be a positive integer, got '$JOBS'" >&2; exit 2; }
 
-# Longest first: previous durations from the last run, unknown ones first of all.
+# Longest first: this machine's last time of each scenario, else the committed one; unknown ones first of all.
 ordered=$(for s in "$@"; do
-  prev=$(awk -F'\t' -v s="$s" '$1 == s {t = $3} END {print (t == "" ? 999999 : t)}' "$TIMES" 2>/dev/null || echo 999999)
+  prev=$(awk -F'\t' -v s="$s" '$1 == s {t = $3} END {print t}' "$TIMES" 2>/dev/null)
+  [[ -n "$prev" ]] || prev=$(awk -F'\t' -v s="$s" '$1 == s {t = $2} END {print (t == "" ? 999999 : t)}' "$KNOWN_TIMES" 2>/dev/null || echo 999999)
   printf '%s\t%s\n' "$prev" "$s"
 done | sort -rn | cut -f2)
+
+# Free slots now: JOBS, less one while the held process runs.
+slots() {
+  if [[ -n "$HOLD_PID" ]] && kill -0 "$HOLD_PID" 2>/dev/null && [[ $JOBS -gt 1 ]]; then
+    echo $((JOBS - 1))
+  else
+    echo "$JOBS"
+  fi
+}
 
 run_one() {
   local s="$1" start rc
@@ -35,7 +52,7 @@ run_one() {
 
 for s in $ordered; do
   rm -f "$LOGS/$s.result"
-  while [[ $(jobs -rp | wc -l) -ge $JOBS ]]; do wait -n || true; done
+  while [[ $(jobs -rp | wc -l) -ge $(slots) ]]; do sleep 2; done
   echo "=== molecule:$s started"
   run_one "$s" &
 done

@@ -1,6 +1,9 @@
 """The rolling_update role end to end, under continuous load through the load balancer.
 
-The tests run in file order, each starting from the state the previous one left:
+The tests run in file order, each starting from the state the previous one left. The scenario
+``rolling`` runs steps 1-6; ``rolling_faults`` runs step 7 and then test_rolling_faults.py on a fleet
+of its own (each scenario's molecule.yml selects its tests with ``-k``; the fleet's nodes and
+addresses come from the scenario's inventory):
 
 1. deploy v2 over v1 (bootstrap) with hooks; a second deploy started meanwhile is refused by the lock
 2. deploy v3 (its /health answers 503): the canary's gate fails, it returns to v2, the rollout halts
@@ -15,7 +18,7 @@ During every step the load generator (tests/support/loadgen) sends HTTPS request
 load balancer and records each one: 0 failed also means 0 client-side retries. In step 1 wrk
 (an independent tool, keep-alive, no retries) runs as well. The playbooks run from here with the
 scenario's inventory, exactly as an operator would run them. Measurements are written to
-$ROLLING_RESULTS_DIR (default /tmp/nodeops-molecule-rolling/results.json).
+$ROLLING_RESULTS_DIR (default /tmp/nodeops-molecule-<scenario>/results.json).
 
 These tests do not use testinfra's host fixtures (which would run each test once per host).
 """
@@ -36,16 +39,25 @@ from loadgen import LoadGenerator, compute_report  # pylint: disable=import-erro
 import scenario  # pylint: disable=import-error
 from scenario import EPHEMERAL, ROOT, playbook_cmd, playbook_env, podman_exec, recap  # pylint: disable=import-error
 
-RESULTS_DIR = pathlib.Path(os.environ.get("ROLLING_RESULTS_DIR", "/tmp/nodeops-molecule-rolling"))
+SCENARIO_NAME = os.environ.get("MOLECULE_SCENARIO_NAME", EPHEMERAL.name)
+RESULTS_DIR = pathlib.Path(os.environ.get("ROLLING_RESULTS_DIR", "/tmp/nodeops-molecule-%s" % SCENARIO_NAME))
 RELEASES_DIR = EPHEMERAL / "releases"
 
-APPS = {
-    "nodeops-mol-rolling-app1": "127.0.1.141",
-    "nodeops-mol-rolling-app2": "127.0.1.142",
-    "nodeops-mol-rolling-app3": "127.0.1.143",
-}
-LB = "nodeops-mol-rolling-lb1"
-LB_ADDRESS = "127.0.1.149"
+
+def scenario_fleet():
+    """({app container: address}, load balancer container, its address) from the scenario's inventory."""
+    if not RELEASES_DIR.is_dir():
+        return {}, None, None
+    proc = subprocess.run([str(ROOT / ".venv" / "bin" / "ansible-inventory"), "-i", scenario.INVENTORY, "--list"],
+                          capture_output=True, text=True, env=playbook_env(), timeout=120, check=True)
+    inventory = json.loads(proc.stdout)
+    address = {host: hostvars["nodeops_node_address"] for host, hostvars in inventory["_meta"]["hostvars"].items()}
+    lbs = inventory["lb"]["hosts"]
+    assert len(lbs) == 1, lbs
+    return {host: address[host] for host in sorted(inventory["app"]["hosts"])}, lbs[0], address[lbs[0]]
+
+
+APPS, LB, LB_ADDRESS = scenario_fleet()
 SERVER_NAME = "shop.lab.test"
 LB_URL = "https://%s/" % LB_ADDRESS
 LOCK_DIR = "/var/lib/nodeops/locks/shop.lock"
@@ -98,7 +110,7 @@ def start_playbook(label, name, *extra):
 
 
 def podman_py(container, code):
-    proc = subprocess.run(["podman", "exec", container, "python3", "-c", code], capture_output=True, text=True,
+    proc = subprocess.run([scenario.PODMAN, "exec", container, "python3", "-c", code], capture_output=True, text=True,
                           env=playbook_env(), timeout=120, check=False)
     if proc.returncode != 0:
         raise AssertionError("%s: python failed (%s): %s" % (container, proc.returncode, proc.stderr))
@@ -130,7 +142,7 @@ def lock_holder():
     return json.loads(out) if out.strip() else None
 
 
-APPS_FIRST = next(iter(APPS))
+APPS_FIRST = next(iter(APPS), None)
 
 
 class Load:
@@ -475,7 +487,8 @@ def test_6_second_identical_deploy_changes_nothing_and_check_mode_changes_nothin
 
 def test_7_deploy_as_an_awx_job_through_ansible_runner():
     """The deploy job template as AWX runs it (tests/integration/awx/test_runner_deploy.py) on this fleet:
-    ansible-runner's Python API, survey-shaped extra vars; v1's artifact (a real change from v2), then again (changed=0)."""
+    ansible-runner's Python API, survey-shaped extra vars; v1's artifact (a real change from the bootstrap release of
+    rolling_faults' fresh fleet), then again (changed=0)."""
     v1 = release("1.0.0")
     env = dict(playbook_env(), NODEOPS_RUNNER_INVENTORY=str(EPHEMERAL / "inventory"), NODEOPS_RUNNER_ARTIFACT=v1["path"],
                NODEOPS_RUNNER_ARTIFACT_SHA256=v1["sha256"])

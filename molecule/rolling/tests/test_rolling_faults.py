@@ -1,4 +1,5 @@
-"""Fault injection on the rolling fleet (issue: proof), after test_rolling.py's steps (fleet on v1's artifact).
+"""Fault injection on a rolling fleet (issue: proof), in the scenario rolling_faults after test_rolling.py's
+step 7 (the AWX job, which leaves the fleet on v1's artifact).
 
 Each case starts a deploy of v2 under load through the load balancer, injects one fault at a
 precise point of the rollout, and checks:
@@ -25,12 +26,16 @@ import signal
 import subprocess
 import time
 
-from scenario import podman_exec  # pylint: disable=import-error
-from test_rolling import (APPS, LB, Load, artifact_args, assert_clean, assert_fleet_on, lb_servers,  # pylint: disable=import-error
-                          lock_holder, log_path, release, results_record, run_playbook, start_playbook)
+import pytest
 
-CANARY = next(iter(APPS))
-LAST = list(APPS)[-1]
+from scenario import PODMAN, podman_exec  # pylint: disable=import-error
+from test_rolling import (APPS, LB, RELEASES_DIR, Load, artifact_args, assert_clean, assert_fleet_on,  # pylint: disable=import-error
+                          lb_servers, lock_holder, log_path, release, results_record, run_playbook, start_playbook)
+
+pytestmark = pytest.mark.skipif(not RELEASES_DIR.is_dir(), reason="needs the molecule scenario's converge (releases)")
+
+CANARY = next(iter(APPS), None)
+LAST = (list(APPS) or [None])[-1]
 PM2_ONLINE_PY = (
     "import json, subprocess; "
     "out = subprocess.run(['/usr/sbin/runuser', '-u', 'shop', '--', '/usr/local/bin/pm2', 'jlist'], capture_output=True, text=True,"
@@ -66,7 +71,7 @@ def deploy_with_fault(label, version, trigger, inject, timeout=900):
 
 
 def pm2_processes(container):
-    out = subprocess.run(["podman", "exec", container, "python3", "-c", PM2_ONLINE_PY], capture_output=True, text=True,
+    out = subprocess.run([PODMAN, "exec", container, "python3", "-c", PM2_ONLINE_PY], capture_output=True, text=True,
                          timeout=120, check=False)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
@@ -161,7 +166,7 @@ def test_9_node_container_stopped_mid_rollout_then_back():
 def wait_booted(container, timeout=120):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        state = subprocess.run(["podman", "exec", container, "systemctl", "is-system-running"], capture_output=True, text=True,
+        state = subprocess.run([PODMAN, "exec", container, "systemctl", "is-system-running"], capture_output=True, text=True,
                                check=False).stdout.strip()
         if state in ("running", "degraded"):
             return state
