@@ -111,6 +111,21 @@ def normalise_process(raw, now=None):
     }
 
 
+def restart_pending(raw):
+    """Whether PM2 will start again a process that ``pm2 jlist`` shows as ``stopped``.
+
+    When a process exits on its own, PM2 marks it ``stopped`` first and schedules the restart, which
+    bumps ``restart_time`` only when it runs: a busy host can show that moment. PM2 restarts it unless
+    ``autorestart`` is off or the exit code is one of ``stop_exit_codes`` (then ``stopped`` is final).
+    """
+    env = raw.get('pm2_env') or {}
+    if env.get('status') != 'stopped' or env.get('autorestart') in (False, 'false'):
+        return False
+    codes = env.get('stop_exit_codes')
+    codes = [] if codes is None else codes if isinstance(codes, list) else [codes]
+    return _number(env.get('exit_code'), None) not in [_number(code, None) for code in codes]
+
+
 class Pm2Cli:
     """Run the PM2 CLI for one PM2_HOME.
 

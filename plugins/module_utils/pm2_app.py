@@ -33,7 +33,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.nodeops.stack.plugins.module_utils.pm2 import Pm2Cli, Pm2Error, normalise_process
+from ansible_collections.nodeops.stack.plugins.module_utils.pm2 import Pm2Cli, Pm2Error, normalise_process, restart_pending
 from ansible_collections.nodeops.stack.plugins.module_utils.pm2_ecosystem import (
     MASK, RECREATE, RELOAD, EcosystemError, actual_config, build_desired, compute_drift, drift_kinds,
     load_ecosystem_file, ordered, redact_config, redact_drift, secret_values, select_app,
@@ -362,9 +362,9 @@ class Verifier:
     restart count) of every instance has not changed for ``stability_window`` seconds.
 
     Fails at once when an instance is ``errored``, or ``stopped`` (it exited and PM2 will not restart
-    it), or its restart count rises above what the first poll saw (PM2 restarted it on its own after
-    the action: a crash), and at ``timeout`` seconds otherwise.  One ``pm2 jlist`` per poll through
-    ``read()``.
+    it), or its restart count rises above what the first poll saw, or it is ``stopped`` with PM2's
+    restart of it pending (either way it exited on its own after the action: a crash), and at
+    ``timeout`` seconds otherwise.  One ``pm2 jlist`` per poll through ``read()``.
     """
 
     def __init__(self, read, expected, old_pids=(), min_uptime=2.0, stability_window=3.0, timeout=60.0,
@@ -399,11 +399,14 @@ class Verifier:
                 return {'passed': passed, 'reason': reason, 'message': msg, 'elapsed': round(now - start, 3),
                         'polls': polls, 'raw': raw, 'processes': procs}
 
-            for proc in procs:
+            for entry, proc in zip(raw, procs):
                 before = baseline.setdefault(proc['pm_id'], proc['restarts'])
                 if proc['restarts'] > before:
                     return result(False, 'crash', 'pm_id %s was restarted by PM2 %d time(s) after the action (restarts %d -> %d): '
                                   'the app is crash-looping' % (proc['pm_id'], proc['restarts'] - before, before, proc['restarts']))
+                if restart_pending(entry):
+                    return result(False, 'crash', 'pm_id %s exited (exit code %s) after the action and PM2 is starting it again: '
+                                  'the app is crash-looping' % (proc['pm_id'], (entry.get('pm2_env') or {}).get('exit_code')))
                 if proc['status'] == 'errored':
                     return result(False, 'errored', 'pm_id %s is errored (PM2 gave up restarting it after %d restart(s))' % (
                         proc['pm_id'], proc['restarts']))

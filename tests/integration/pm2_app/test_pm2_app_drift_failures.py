@@ -105,7 +105,9 @@ def test_reload_to_release_that_crashes_after_ready_is_caught(pm2, module_args):
         elapsed = time.monotonic() - t0
         assert failed is True, res.get('msg')
         assert res['actions'][0].startswith('pm2 reload ') and res['actions'][0].endswith('--update-env')
-        assert 'the app is crash-looping' in res['msg'] and '"event":"crash"' in res['msg']
+        verification = {k: v for k, v in res['verification'].items() if k in ('reason', 'message', 'elapsed', 'polls')}
+        assert verification['reason'] == 'crash', verification
+        assert 'the app is crash-looping' in res['msg'] and '"event":"crash"' in res['msg'], verification
         new = set(p['pid'] for p in res['processes'] if p['pid'])
         assert not old & new, 'old workers are gone: PM2 killed them although the new release is broken'
         wait_for(lambda: all(p[3] >= 2 for p in pm2.table('bad-release')), what='new workers restarting')

@@ -208,12 +208,29 @@ def test_errored_fails_at_once():
     assert out['polls'] == 1
 
 
-def test_exited_and_not_restarted_fails_at_once():
+def stopped(pm_id, clock, **pm2_env):
+    entry = raw(pm_id, 0, status='stopped', clock=clock)
+    entry['pm2_env'].update(pm2_env)
+    return entry
+
+
+@pytest.mark.parametrize('pm2_env', [{'autorestart': False, 'exit_code': 1}, {'stop_exit_codes': ['0'], 'exit_code': 0},
+                                     {'stop_exit_codes': 3, 'exit_code': 3}])
+def test_exited_and_not_restarted_fails_at_once(pm2_env):
     clock = Clock()
-    frames = [[raw(0, 101, started_at=0, clock=clock)], [raw(0, 0, status='stopped', clock=clock)]]
+    frames = [[raw(0, 101, started_at=0, clock=clock)], [stopped(0, clock, **pm2_env)]]
     out = verifier(scripted(clock, frames), clock, expected=1).run()
     assert out['reason'] == 'exited' and out['polls'] == 2
     assert out['message'].startswith('pm_id 0 exited and PM2 does not restart it')
+
+
+def test_stopped_with_its_restart_pending_is_a_crash_not_an_exit():
+    # PM2 shows a crashed process 'stopped' until its restart runs (and bumps restart_time); a busy host shows that moment.
+    clock = Clock()
+    frames = [[raw(0, 101, started_at=0, clock=clock)], [stopped(0, clock, exit_code=1, stop_exit_codes=[0])]]
+    out = verifier(scripted(clock, frames), clock, expected=1).run()
+    assert out['reason'] == 'crash' and out['polls'] == 2
+    assert out['message'] == 'pm_id 0 exited (exit code 1) after the action and PM2 is starting it again: the app is crash-looping'
 
 
 def test_timeout_names_what_was_missing():

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from ansible_collections.nodeops.stack.plugins.module_utils.pm2 import (
-    Pm2Cli, Pm2Error, normalise_process, parse_jlist,
+    Pm2Cli, Pm2Error, normalise_process, parse_jlist, restart_pending,
 )
 
 RAW = {
@@ -28,6 +28,21 @@ def test_normalise_stopped_process_has_no_uptime():
     raw = dict(RAW, pm2_env=dict(RAW['pm2_env'], status='errored', exec_mode='fork_mode', instances='max'))
     proc = normalise_process(raw, now=1700000010.5)
     assert proc['uptime_s'] == 0.0 and proc['exec_mode'] == 'fork' and proc['instances'] == 'max'
+
+
+@pytest.mark.parametrize('env,pending', [
+    ({'status': 'stopped', 'exit_code': 1}, True),                                  # a crash: PM2 restarts it
+    ({'status': 'stopped', 'exit_code': 1, 'autorestart': True, 'stop_exit_codes': [0]}, True),
+    ({'status': 'stopped', 'exit_code': 1, 'autorestart': False}, False),          # autorestart off: final
+    ({'status': 'stopped', 'exit_code': 1, 'autorestart': 'false'}, False),
+    ({'status': 'stopped', 'exit_code': 0, 'stop_exit_codes': [0]}, False),         # a stop code: final
+    ({'status': 'stopped', 'exit_code': 2, 'stop_exit_codes': ['2']}, False),
+    ({'status': 'stopped', 'exit_code': 2, 'stop_exit_codes': 2}, False),
+    ({'status': 'online', 'exit_code': 1}, False),                                  # not stopped at all
+    ({'status': 'errored', 'exit_code': 1}, False),
+])
+def test_restart_pending_follows_pm2s_own_rule(env, pending):
+    assert restart_pending(dict(RAW, pm2_env=dict(RAW['pm2_env'], **env))) is pending
 
 
 def test_parse_jlist_skips_notices_before_json():
