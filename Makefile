@@ -141,7 +141,7 @@ integration: venv node-tools promtool collection-link  ## pytest integration tes
 	$(BIN)/python -m pytest tests/integration -q $(PYTEST_ARGS) || [[ $$? -eq 5 ]]
 
 # Scenarios overlap (MOLECULE_JOBS at a time): they never share containers or addresses.
-molecule: venv lab-image collection-link  ## molecule scenarios (MOLECULE_SCENARIOS=..., MOLECULE_JOBS=2)
+molecule: venv lab-image collection-link  ## molecule scenarios (MOLECULE_SCENARIOS=..., MOLECULE_JOBS=3)
 	@$(ROOT)/scripts/molecule-parallel.sh $(MOLECULE_SCENARIOS)
 
 .PHONY: clean

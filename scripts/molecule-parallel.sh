@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
-# Run molecule scenarios, up to MOLECULE_JOBS at a time (default 2), each with
+# Run molecule scenarios, up to MOLECULE_JOBS at a time (default 3), each with
 # its output in .cache/molecule-logs/<scenario>.log, and print a table of their
 # wall times. Scenarios never share containers or addresses (each has its own
 # nodeops-mol-<scenario>-* names and 127.0.1.x range), so they can overlap.
 # Scenarios are started longest first (by the last recorded time, else by
 # molecule/durations.tsv, the times of a recent full run, so a clean clone
 # also starts the slow one first). While the process MOLECULE_HOLD_PID runs
-# (make test's lint/unit/integration stream), one slot is left to it. A failed
+# (make test's static checks), one slot is left to it. A failed
 # scenario's log is printed in full; the exit status is non-zero if any
 # scenario failed.
 #
 #   scripts/molecule-parallel.sh lab node nginx_tls ...
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-JOBS="${MOLECULE_JOBS:-2}"
+JOBS="${MOLECULE_JOBS:-3}"
 LOGS="$ROOT/.cache/molecule-logs"
 TIMES="$ROOT/.cache/molecule-times.tsv"
 KNOWN_TIMES="$ROOT/molecule/durations.tsv"

@@ -6,6 +6,18 @@ import time
 from pm2_app_support import SECRET, api_ecosystem, free_port, http_get, run_module, wait_for  # pylint: disable=import-error
 
 
+def process_info(pid):
+    """What the OS knows of a process (for assertion messages): its command line and parent, or that it is gone."""
+    try:
+        with open('/proc/%d/cmdline' % pid, 'rb') as handle:
+            cmdline = handle.read().replace(b'\0', b' ').decode('utf-8', 'replace').strip()
+        with open('/proc/%d/stat' % pid) as handle:
+            ppid = handle.read().rsplit(')', 1)[1].split()[1]
+        return 'cmdline %r, ppid %s' % (cmdline, ppid)
+    except (OSError, IndexError):
+        return 'gone'
+
+
 def versions_served(port, count=30):
     seen = set()
     for _i in range(count):
@@ -129,6 +141,10 @@ def test_stopped_app_config_drift_reported_not_applied(pm2, module_args):
         assert all(p['status'] == 'stopped' for p in res['processes'])
         failed, res = run_module(module_args(name='parked', ecosystem=api_ecosystem(port, APP_ENV='staging')))
         assert not failed and [a.split()[1] for a in res['actions']] == ['delete', 'start']
-        assert http_get(port)[2]['app_env'] == 'staging'
+        new_pids = sorted(p['pid'] for p in res['processes'])
+        answers = [http_get(port)[2] for _i in range(6)]
+        # every answer comes from the processes the module started, with the new environment
+        stale = [(a['pid'], a['app_env'], process_info(a['pid'])) for a in answers if a['pid'] not in new_pids or a['app_env'] != 'staging']
+        assert not stale, (new_pids, stale, pm2.table('parked'))
     finally:
         pm2.delete('parked')
