@@ -4,6 +4,7 @@
   order: set.json last). No S3 endpoint exists here, so nothing is ever uploaded: in check mode the role skips the
   s3_object task (which would still need the bucket) and only computes the plan.
 - Encryption settings: recipients must be age or SSH public keys, and the weekly restore test must be off.
+- Dump compression: checked when the role runs, and zstd adds zstandard to the venv's requirements.
 """
 
 import json
@@ -24,18 +25,20 @@ PLAY = """
     - ansible.builtin.include_role:
         name: nodeops.stack.backup
         tasks_from: %(entry)s
+        public: true
     - ansible.builtin.copy:
-        content: "{{ backup_s3_plan | default({}) | to_json }}"
+        content: "{{ %(show)s | default({}) | to_json }}"
         dest: %(out)s
         mode: "0600"
       check_mode: false
 """
 
 
-def run(tmp_path, entry, extra, check=False):
+def run(tmp_path, entry, extra, check=False, show='backup_s3_plan'):
+    """Run the entry point; return its rc, its output on one line, and the variable `show` afterwards (None on failure)."""
     play = tmp_path / 'play.yml'
     out = tmp_path / 'out.json'
-    play.write_text(PLAY % {'entry': entry, 'out': out})
+    play.write_text(PLAY % {'entry': entry, 'out': out, 'show': show})
     varfile = tmp_path / 'vars.json'
     varfile.write_text(json.dumps(extra))
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, 'ansible.cfg'), ANSIBLE_NOCOLOR='1',
@@ -109,3 +112,20 @@ def test_encryption_settings(tmp_path, extra, ok, expected):
     rc, out, _plan = run(tmp_path, 'validate', dict(base, **extra))
     assert (rc == 0) is ok and expected in out, out
     assert 'QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L' not in out
+
+
+@pytest.mark.parametrize('options, expected', [
+    ({}, ['pymongo>=4.6,<5', 'redis>=5,<8']),
+    ({'compression': 'none'}, ['pymongo>=4.6,<5', 'redis>=5,<8']),
+    ({'compression': 'zstd'}, ['pymongo>=4.6,<5', 'redis>=5,<8', 'zstandard>=0.21']),
+])
+def test_zstd_dumps_add_zstandard_to_the_venv(tmp_path, options, expected):
+    extra = {'backup_mongo_uri': 'mongodb://127.0.0.1:1/', 'backup_mongo_options': options}
+    rc, out, requirements = run(tmp_path, 'validate', extra, show='__backup_pip_requirements')
+    assert rc == 0 and requirements == expected, out
+
+
+def test_an_unknown_compression_is_refused_naming_the_variable(tmp_path):
+    extra = {'backup_mongo_uri': 'mongodb://127.0.0.1:1/', 'backup_mongo_options': {'compression': 'lz4'}}
+    rc, out, _requirements = run(tmp_path, 'validate', extra, show='__backup_pip_requirements')
+    assert rc != 0 and 'backup_mongo_options.compression must be gzip, zstd or none (got "lz4")' in out, out
