@@ -48,7 +48,7 @@ pytestmark = [
     pytest.mark.lab,
     pytest.mark.slow,
     pytest.mark.skipif(not INVENTORY, reason="NODEOPS_RUNNER_INVENTORY is not set: this test runs against a fleet "
-                                             "built elsewhere (e.g. molecule scenario rolling's verify step)"),
+                                             "built elsewhere (molecule scenario rolling_faults runs it in its verify step)"),
 ]
 
 
