@@ -37,6 +37,7 @@ UPLOADS = "/srv/shop/shared/uploads"
 SETS = "/var/backups/nodeops/sets"
 STATE = "/var/lib/nodeops/backup"
 RUNNER = "/usr/local/sbin/nodeops-backup"
+INSTALL_DIR = "/opt/nodeops-backup"
 
 pytestmark = pytest.mark.skipif(not EPHEMERAL.is_dir(), reason="needs the molecule scenario's converge")
 
@@ -174,7 +175,8 @@ def test_1_timer_service_takes_one_verified_set_with_all_parts(seeded):
     assert sorted(listing) == sorted(list(UPLOAD_FILES) + ["img/"]), listing
     assert podman(DATA, "head -c 5 %s/%s/redis/dump.rdb" % (SETS, name)).stdout == "REDIS"
     assert podman(DATA, "ls %s/%s/mongo/%s/shop" % (SETS, name, name)).stdout.split() == [
-        "orders.bson.gz", "orders.metadata.json.gz", "users.bson.gz", "users.metadata.json.gz"]
+        "orders.bson.zst", "orders.metadata.json", "users.bson.zst", "users.metadata.json"]  # compression: zstd
+    podman(DATA, "%s/venv/bin/python -c 'import zstandard'" % INSTALL_DIR)  # fails the test unless the role installed it
 
     # written by the backup user, private
     stat = podman(DATA, "stat -c '%%U %%a' %s/%s /var/backups/nodeops %s %s/last-run.json" % (SETS, name, STATE, STATE)).stdout.split("\n")
