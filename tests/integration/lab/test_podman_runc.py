@@ -20,7 +20,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[3]
 WRAPPER = str(ROOT / "lab" / "bin" / "podman-runc")
 IMAGE = "localhost/nodeops-lab:bookworm"
 NAME = "nodeops-it-podman-runc"
-ENV = dict(os.environ, CONTAINERS_CONF=str(ROOT / "lab" / "containers.conf"))
+ENV = dict(os.environ, CONTAINERS_CONF=str(ROOT / "lab" / "containers.conf"), NODEOPS_FROM_HOST="host-value")
 
 pytestmark = pytest.mark.lab
 
@@ -92,6 +92,7 @@ def test_mount_answers_the_running_containers_root_filesystem(node):
 @pytest.mark.parametrize("args,expected", [
     (["exec", "--user", "nobody", NAME, "id", "-un"], "nobody\n"),  # a user: podman resolves it
     (["container", "exists", NAME], ""),                           # any other subcommand
+    (["exec", "--env", "NODEOPS_FROM_HOST", NAME, "sh", "-c", "echo $NODEOPS_FROM_HOST"], "host-value\n"),  # --env NAME: podman's environment
 ])
 def test_what_it_does_not_take_over_goes_to_podman(node, args, expected):
     result = wrapped(*args)
