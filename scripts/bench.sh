@@ -3,11 +3,11 @@
 #
 #   scripts/bench.sh                 # all of them: hours on 2 shared cores (scale provisions 21 nodes)
 #   scripts/bench.sh site_noop scale # only these (names: health_gate mongo_backup rolling_update
-#                                    #   site_noop connection_settings scale)
+#                                    #   site_noop connection_settings scale podman_exec)
 #
 # Each benchmark brings up what it needs and removes it afterwards, also on failure:
 # rolling_update runs on the molecule scenario `rolling` (converge before, destroy after);
-# site_noop, connection_settings and scale start their own nodeops-bench-* containers
+# site_noop, connection_settings, scale and podman_exec start their own nodeops-bench-* containers
 # (addresses 127.0.2.1-60). Environment knobs: BENCH_RUNS (repeats of site_noop and
 # connection_settings, default 3), BENCH_ROLLING_RUNS (rollout pairs, default 1),
 # BENCH_MONGO_SIZES (MB, default 100,1000: the published table), BENCH_SCALE_CELLS
@@ -21,7 +21,7 @@ export CONTAINERS_CONF="$ROOT/lab/containers.conf" ANSIBLE_CONFIG="$ROOT/ansible
 export ANSIBLE_COLLECTIONS_PATH="$ROOT/.cache/collections" PATH="$ROOT/.venv/bin:$ROOT/.cache/node/bin:$PATH"
 PY="$ROOT/.venv/bin/python"
 RUNS="${BENCH_RUNS:-3}"
-ALL=(health_gate mongo_backup rolling_update site_noop connection_settings scale)
+ALL=(health_gate mongo_backup rolling_update site_noop connection_settings scale podman_exec)
 SELECTED=("${@:-${ALL[@]}}")
 
 heavy() {  # a step that starts podman nodes
@@ -54,6 +54,7 @@ for name in "${SELECTED[@]}"; do
       cells=()
       for cell in ${BENCH_SCALE_CELLS:-5:1,100% 10:1,100% 20:1,100% 5:1,1 10:1,25% 20:1,25%}; do cells+=(--cell "$cell"); done
       heavy "$PY" benchmarks/scale.py "${cells[@]}" ;;
+    podman_exec) heavy "$PY" benchmarks/podman_exec.py --rounds "$RUNS" ;;
     *) echo "unknown benchmark: $name (one of: ${ALL[*]})" >&2; exit 2 ;;
   esac
 done
