@@ -91,8 +91,8 @@ def markdown(data):
     lines += ['', '## A play of %d tasks on 3 nodes (%d task runs; forks 3, pipelining on)' % (data['tasks'], 3 * data['tasks']), '',
               '| executable | runs | wall median (s) | CPU median (s) | changed per run | rc per run |', '|---|---|---|---|---|---|']
     for name, row in data['play'].items():
-        lines.append('| %s | %d | %.1f | %.1f | %s | %s |' % (name, data['rounds'], row['wall_s'], row['cpu_s'],
-                                                          ', '.join(str(c) for c in row['changed']), ', '.join(str(r) for r in row['rc'])))
+        changed, rcs = ', '.join(str(c) for c in row['changed']), ', '.join(str(r) for r in row['rc'])
+        lines.append('| %s | %d | %.1f | %.1f | %s | %s |' % (name, data['rounds'], row['wall_s'], row['cpu_s'], changed, rcs))
     ratio = data['ratio_runc_to_podman']
     lines += ['', 'podman-runc / podman (medians): exec wall %.2f, exec CPU %.2f, play wall %.2f, play CPU %.2f.' % (
         ratio['exec_wall'], ratio['exec_cpu'], ratio['play_wall'], ratio['play_cpu']), '']
